@@ -1,0 +1,123 @@
+//! Liveness, readiness and the database ping (§2): no authentication, cheap, never hanging.
+
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use super::{
+    ApiTags,
+    error::{ApiError, Problem, operation_errors},
+};
+use crate::{app::AppState, db};
+
+/// A one-word status.
+#[derive(Debug, Object, serde::Deserialize)]
+#[oai(rename = "Status")]
+pub struct Status {
+    /// `ok`
+    pub status: String,
+}
+
+/// Readiness by dependency.
+#[derive(Debug, Object, serde::Deserialize)]
+#[oai(rename = "Readiness")]
+pub struct Readiness {
+    /// `ready` or `not-ready`.
+    pub status: String,
+    /// Whether the database answered.
+    pub database: bool,
+    /// Whether usable signing keys are held.
+    pub signing_keys: bool,
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// The database answers and signing keys are loaded.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// Not ready; `detail` names what is missing.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+
+/// The failure of the database ping.
+#[derive(ApiResponse, Debug)]
+pub enum PingError {
+    /// `select 1` did not succeed in time (`database-unavailable`).
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// An internal error; its cause is logged, not returned.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+operation_errors!(PingError {
+    Unavailable,
+    Internal
+});
+
+async fn db_ok(state: &AppState) -> Result<(), ApiError> {
+    match tokio::time::timeout(db::PING_TIMEOUT, db::ping(&state.pool)).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(db::DbError::Unavailable("ping timed out".into()).into()),
+    }
+}
+
+pub struct HealthApi;
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// Liveness
+    ///
+    /// 200 while the process runs.
+    #[oai(path = "/healthz", method = "get", operation_id = "getHealthz")]
+    async fn healthz(&self) -> Json<Status> {
+        Json(Status {
+            status: "ok".into(),
+        })
+    }
+
+    /// Readiness
+    ///
+    /// 200 when the database answers and signing keys are loaded; else 503 naming what is missing.
+    #[oai(path = "/readyz", method = "get", operation_id = "getReadyz")]
+    async fn readyz(&self, state: poem::web::Data<&AppState>) -> ReadyResponse {
+        let database = db_ok(&state).await.is_ok();
+        let signing_keys = state.verifier.keys.is_ready();
+        if database && signing_keys {
+            return ReadyResponse::Ready(Json(Readiness {
+                status: "ready".into(),
+                database,
+                signing_keys,
+            }));
+        }
+        let missing: Vec<&str> = [
+            (!database).then_some("database"),
+            (!signing_keys).then_some("signing keys"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let code = if database {
+            "signing-keys-unavailable"
+        } else {
+            "database-unavailable"
+        };
+        let problem = Problem {
+            kind: format!("urn:clerk-users:problem:{code}"),
+            title: "Service Unavailable".into(),
+            status: 503,
+            detail: format!("not ready: {} unavailable", missing.join(" and ")),
+            code: code.into(),
+        };
+        ReadyResponse::Unavailable(Json(problem), 5)
+    }
+
+    /// Database ping
+    ///
+    /// 200 `{"status":"ok"}` when `SELECT 1` succeeds; else 503.
+    #[oai(path = "/db-test/ping", method = "get", operation_id = "pingDatabase")]
+    async fn db_ping(&self, state: poem::web::Data<&AppState>) -> Result<Json<Status>, PingError> {
+        db_ok(&state).await?;
+        Ok(Json(Status {
+            status: "ok".into(),
+        }))
+    }
+}

@@ -1,0 +1,184 @@
+//! The outermost layer of every request (§8): the request id, the tracing span every log line of
+//! the request carries, the body and time limits, the metrics, and the last conversion of any
+//! error into problem+json. Nothing leaves the service without passing here.
+
+use std::time::{Duration, Instant};
+
+use poem::{
+    Body, Endpoint, IntoResponse, Middleware, Request, Response,
+    http::{HeaderValue, StatusCode, header},
+};
+use tracing::{Instrument, field::Empty};
+
+use super::error::{ApiError, problem_for};
+use crate::metrics::Metrics;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// 1–64 characters of `[A-Za-z0-9._-]` (§8); anything else is replaced by a fresh id.
+pub fn valid_request_id(v: &str) -> bool {
+    (1..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Known routes by their template; anything else is counted as `other`, so a scanner cannot
+/// blow up the metrics' label sets.
+fn route_label(path: &str, status: StatusCode) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/users/me",
+        "/healthz",
+        "/readyz",
+        "/db-test/ping",
+        "/metrics",
+        "/openapi.json",
+        "/webhooks/clerk",
+    ];
+    if status == StatusCode::NOT_FOUND && !path.starts_with("/users/me") {
+        return "unmatched";
+    }
+    if path == "/docs" || path.starts_with("/docs/") {
+        return "/docs";
+    }
+    ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("other")
+}
+
+pub struct RequestContext {
+    pub metrics: Metrics,
+    pub timeout: Duration,
+    pub body_limit: usize,
+}
+
+impl<E: Endpoint> Middleware<E> for RequestContext {
+    type Output = RequestContextEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RequestContextEndpoint {
+            inner,
+            metrics: self.metrics.clone(),
+            timeout: self.timeout,
+            body_limit: self.body_limit,
+        }
+    }
+}
+
+pub struct RequestContextEndpoint<E> {
+    inner: E,
+    metrics: Metrics,
+    timeout: Duration,
+    body_limit: usize,
+}
+
+impl<E: Endpoint> RequestContextEndpoint<E> {
+    /// 413 for a declared length over the limit; a chunked body is read up to the limit here so
+    /// that no handler ever sees more.
+    async fn limit_body(&self, mut req: Request) -> Result<Request, ApiError> {
+        let too_large = || {
+            ApiError::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "the request body is too large",
+            )
+        };
+        if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
+            let len: u64 = len
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::client(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "invalid Content-Length",
+                    )
+                })?;
+            if len > self.body_limit as u64 {
+                return Err(too_large());
+            }
+        } else if req.headers().contains_key(header::TRANSFER_ENCODING) {
+            let bytes = req
+                .take_body()
+                .into_bytes_limit(self.body_limit)
+                .await
+                .map_err(|_| too_large())?;
+            req.set_body(Body::from(bytes));
+        }
+        Ok(req)
+    }
+
+    async fn handle(&self, req: Request) -> Response {
+        let req = match self.limit_body(req).await {
+            Ok(req) => req,
+            Err(e) => return e.into_response(),
+        };
+        match tokio::time::timeout(self.timeout, self.inner.call(req)).await {
+            Ok(Ok(resp)) => resp.into_response(),
+            Ok(Err(err)) => problem_for(err).await,
+            Err(_) => ApiError::Timeout.into_response(),
+        }
+    }
+}
+
+impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let start = Instant::now();
+        let request_id = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            Some(id) if valid_request_id(id) => id.to_string(),
+            _ => uuid::Uuid::now_v7().simple().to_string(),
+        };
+        let path = req.uri().path().to_string();
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = %req.method(),
+            path = %path,
+            status = Empty,
+            latency_ms = Empty,
+            clerk_id = Empty,
+        );
+        let mut resp = self.handle(req).instrument(span.clone()).await;
+
+        let status = resp.status();
+        let latency = start.elapsed();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        self.metrics
+            .request(route_label(&path, status), status.as_u16(), latency);
+        span.record("status", status.as_u16());
+        span.record(
+            "latency_ms",
+            (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        );
+        span.in_scope(|| {
+            if status.is_server_error() {
+                tracing::warn!("request finished");
+            } else {
+                tracing::info!("request finished");
+            }
+        });
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked() {
+        assert!(valid_request_id("abc-DEF_1.2"));
+        assert!(valid_request_id(&"a".repeat(64)));
+        assert!(!valid_request_id(&"a".repeat(65)));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id("a\"b"));
+        assert!(!valid_request_id("ä"));
+    }
+}

@@ -1,0 +1,179 @@
+//! Assembly: [`AppState`], [`build_app`] (the one router, shared by `main`, the tests and the
+//! OpenAPI export) and [`Application`], which binds, serves and shuts down gracefully.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use deadpool_postgres::Pool;
+use poem::{
+    Endpoint, EndpointExt, Route, Server,
+    http::Method,
+    listener::{Acceptor, TcpAcceptor},
+    middleware::Cors,
+};
+
+use crate::{
+    api::{self, middleware::RequestContext},
+    auth::{Policy, Verifier, keys::KeyStore},
+    clerk::{self, ClerkApi},
+    db,
+    metrics::Metrics,
+    settings::Settings,
+    users::Users,
+};
+
+/// What handlers reach through request data. Every field is a cheap clone of shared state.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub verifier: Verifier,
+    pub users: Users,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(settings: &Settings, pool: Pool, http: reqwest::Client, metrics: Metrics) -> Self {
+        let keys = KeyStore::new(&settings.clerk, http.clone(), metrics.clone());
+        let policy = Policy {
+            issuer: settings.clerk.issuer.clone(),
+            audience: settings.clerk.audience.clone(),
+            authorized_parties: settings.clerk.authorized_parties.clone(),
+            clock_skew_secs: settings.clerk.clock_skew_secs,
+            accept_pending: settings.clerk.accept_pending,
+        };
+        let verifier = Verifier::new(keys, policy, metrics.clone());
+        let clerk = ClerkApi::new(&settings.clerk, http, metrics.clone());
+        let users = Users::new(pool.clone(), clerk, metrics.clone());
+        Self {
+            pool,
+            verifier,
+            users,
+            metrics,
+        }
+    }
+}
+
+/// The whole HTTP surface: the OpenAPI operations, the document, Swagger UI, CORS, and the request
+/// context around all of it.
+pub fn build_app(state: AppState, settings: &Settings) -> impl Endpoint + 'static {
+    let api = api::openapi_service();
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let cors = Cors::new()
+        .allow_origins(settings.cors_allowed_origins.iter().map(String::as_str))
+        .allow_methods([Method::GET, Method::PATCH, Method::DELETE])
+        .allow_headers(["authorization", "content-type"])
+        .expose_headers(["x-request-id", "retry-after", "www-authenticate"])
+        .allow_credentials(true)
+        .max_age(600);
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        // poem's Cors allows every origin when given none: add it only for a configured list.
+        .with_if(!settings.cors_allowed_origins.is_empty(), cors)
+        .with(RequestContext {
+            metrics: state.metrics.clone(),
+            timeout: settings.request_timeout,
+            body_limit: settings.request_body_limit,
+        })
+        .data(state)
+}
+
+/// A bound, ready-to-serve instance.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    state: AppState,
+    settings: Settings,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Migrate, load the signing keys (a failure is logged and retried in the background: the
+    /// service starts and `/readyz` says 503 until keys arrive), bind the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = Metrics::default();
+        let pool = db::create_pool(&settings.database);
+        let applied = db::migrate(&pool).await?;
+        tracing::info!(applied, "database schema up to date");
+
+        let state = AppState::new(&settings, pool, clerk::http_client(), metrics);
+        if let Err(e) = state.verifier.keys.refresh().await {
+            tracing::warn!(error = %e, "signing keys not loaded at start; retrying in the background");
+        }
+        let refresher = state.verifier.keys.spawn_refresher();
+
+        let listener = std::net::TcpListener::bind(settings.listen_addr).map_err(|e| {
+            anyhow::anyhow!(
+                "LISTEN_ADDR: cannot listen on {}: {e}",
+                settings.listen_addr
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        let acceptor = TcpAcceptor::from_tokio(tokio::net::TcpListener::from_std(listener)?)?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| anyhow::anyhow!("the listener has no address"))?;
+        Ok(Self {
+            acceptor,
+            addr,
+            state,
+            settings,
+            refresher,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting, give in-flight requests up to the
+    /// grace period, stop the key refresher and close the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let app = build_app(self.state.clone(), &self.settings);
+        tracing::info!(addr = %self.addr, "listening");
+        let result = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(self.settings.shutdown_grace))
+            .await;
+        if let Some(r) = self.refresher {
+            r.abort();
+        }
+        self.state.pool.close();
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+/// Keeps `Duration` in the public API readable where grace periods are passed around.
+pub type Grace = Duration;

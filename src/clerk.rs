@@ -1,0 +1,313 @@
+//! The Clerk Backend API client (contract §5): `GET /v1/users/{id}` with bounded retries that honour
+//! `Retry-After`, and the shared HTTP client. The secret key goes only to the Backend API's origin.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+
+use crate::{metrics::Metrics, settings::ClerkSettings, settings::Secret};
+
+/// The largest Backend API or JWKS body read; Clerk's User object is a few KiB.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// `Retry-After` given to callers when Clerk named none.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The one HTTP client of the process: rustls, no redirects (a redirect could carry the secret
+/// key elsewhere), no proxy lookup from the environment.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("clerk-users/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client settings are static and valid")
+}
+
+/// The parts of Clerk's User object the service keeps; every other field is ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClerkUser {
+    pub id: String,
+    pub username: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub image_url: Option<String>,
+    pub primary_email_address_id: Option<String>,
+    #[serde(default)]
+    pub email_addresses: Vec<EmailAddress>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds; decides which of two versions is newer.
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailAddress {
+    pub id: String,
+    pub email_address: String,
+}
+
+impl ClerkUser {
+    /// The address whose `id` is `primary_email_address_id`, not merely the first one.
+    pub fn primary_email(&self) -> Option<&str> {
+        let primary = self.primary_email_address_id.as_deref()?;
+        self.email_addresses
+            .iter()
+            .find(|e| e.id == primary)
+            .map(|e| e.email_address.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClerkError {
+    #[error("Clerk has no such user")]
+    NotFound,
+    #[error("Clerk rejected the secret key (HTTP {0})")]
+    Misconfigured(u16),
+    #[error("Clerk is unavailable: {reason}")]
+    Unavailable {
+        retry_after: Duration,
+        reason: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct ClerkApi {
+    http: reqwest::Client,
+    base: Url,
+    secret: Secret<String>,
+    timeout: Duration,
+    max_attempts: u32,
+    budget: Duration,
+    backoff: Duration,
+    metrics: Metrics,
+}
+
+enum Attempt {
+    Done(Result<ClerkUser, ClerkError>),
+    Retry {
+        retry_after: Option<Duration>,
+        reason: String,
+    },
+}
+
+impl ClerkApi {
+    pub fn new(settings: &ClerkSettings, http: reqwest::Client, metrics: Metrics) -> Self {
+        Self {
+            http,
+            base: settings.api_url.clone(),
+            secret: settings.secret_key.clone(),
+            timeout: settings.http_timeout,
+            max_attempts: settings.api_max_attempts,
+            budget: settings.api_retry_budget,
+            backoff: settings.api_backoff,
+            metrics,
+        }
+    }
+
+    fn user_url(&self, user_id: &str) -> Url {
+        let mut url = self.base.clone();
+        // Segments are percent-encoded: an id can never reach another path.
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty().extend(["v1", "users", user_id]);
+        }
+        url
+    }
+
+    /// One user, retried on 429, 5xx, timeouts and connection errors with exponential backoff and
+    /// full jitter, honouring `Retry-After`, within `max_attempts` and the time budget.
+    pub async fn get_user(&self, user_id: &str) -> Result<ClerkUser, ClerkError> {
+        let deadline = Instant::now() + self.budget;
+        let url = self.user_url(user_id);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let (retry_after, reason) = match self.try_once(&url, remaining.min(self.timeout)).await
+            {
+                Attempt::Done(result) => return result,
+                Attempt::Retry {
+                    retry_after,
+                    reason,
+                } => (retry_after, reason),
+            };
+            let backoff = self.backoff.saturating_mul(1 << (attempt - 1).min(16));
+            let jittered = backoff.mul_f64(fastrand::f64());
+            let wait = retry_after.map_or(jittered, |r| r.max(jittered));
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if attempt >= self.max_attempts || wait >= remaining {
+                tracing::warn!(attempts = attempt, %reason, "Clerk Backend API unavailable; giving up");
+                return Err(ClerkError::Unavailable {
+                    retry_after: retry_after
+                        .unwrap_or(DEFAULT_RETRY_AFTER)
+                        .max(Duration::from_secs(1)),
+                    reason,
+                });
+            }
+            tracing::info!(attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying Clerk Backend API");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn try_once(&self, url: &Url, timeout: Duration) -> Attempt {
+        let sent = self
+            .http
+            .get(url.clone())
+            .bearer_auth(self.secret.expose())
+            .timeout(timeout)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.clerk_call("error");
+                return Attempt::Retry {
+                    retry_after: None,
+                    reason: describe(&e),
+                };
+            }
+        };
+        let status = resp.status();
+        self.metrics.clerk_call(outcome(status));
+        match status {
+            s if s.is_success() => match read_limited(resp, MAX_BODY_BYTES).await {
+                Ok(body) => match serde_json::from_slice::<ClerkUser>(&body) {
+                    Ok(user) => Attempt::Done(Ok(user)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Clerk Backend API sent a User object that does not parse");
+                        Attempt::Done(Err(ClerkError::Unavailable {
+                            retry_after: DEFAULT_RETRY_AFTER,
+                            reason: "unparseable User object".into(),
+                        }))
+                    }
+                },
+                Err(e) => Attempt::Retry {
+                    retry_after: None,
+                    reason: e.map_or_else(|| "body too large".into(), |e| describe(&e)),
+                },
+            },
+            StatusCode::NOT_FOUND => Attempt::Done(Err(ClerkError::NotFound)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                tracing::error!(
+                    status = status.as_u16(),
+                    "Clerk Backend API rejected CLERK_SECRET_KEY"
+                );
+                Attempt::Done(Err(ClerkError::Misconfigured(status.as_u16())))
+            }
+            StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
+                retry_after: retry_after(resp.headers()),
+                reason: "rate limited (429)".into(),
+            },
+            s if s.is_server_error() => Attempt::Retry {
+                retry_after: retry_after(resp.headers()),
+                reason: format!("HTTP {}", s.as_u16()),
+            },
+            s => {
+                tracing::error!(
+                    status = s.as_u16(),
+                    "unexpected answer from Clerk Backend API"
+                );
+                Attempt::Done(Err(ClerkError::Unavailable {
+                    retry_after: DEFAULT_RETRY_AFTER,
+                    reason: format!("HTTP {}", s.as_u16()),
+                }))
+            }
+        }
+    }
+}
+
+fn outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "ok",
+        404 => "not_found",
+        401 | 403 => "unauthorized",
+        429 => "rate_limited",
+        500..=599 => "server_error",
+        _ => "other",
+    }
+}
+
+/// `Retry-After` in seconds (Clerk sends seconds; an HTTP date is ignored), capped at an hour.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// A transport error in words, without the URL (which could name a host the logs need not keep).
+pub fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "broken body"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+/// Read a body up to `limit` bytes. `Err(None)` when it is longer.
+pub async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, Option<reqwest::Error>> {
+    if resp.content_length().is_some_and(|n| n as usize > limit) {
+        return Err(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Some)? {
+        if body.len() + chunk.len() > limit {
+            return Err(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primary_email_is_chosen_by_id_not_position() {
+        let user: ClerkUser = serde_json::from_value(serde_json::json!({
+            "id": "user_1", "object": "user", "username": null, "first_name": "A", "last_name": null,
+            "image_url": null, "primary_email_address_id": "idn_2",
+            "email_addresses": [
+                {"id": "idn_1", "email_address": "old@example.org", "verification": null},
+                {"id": "idn_2", "email_address": "new@example.org"}
+            ],
+            "created_at": 1, "updated_at": 2, "some_future_field": {"x": 1}
+        }))
+        .unwrap();
+        assert_eq!(user.primary_email(), Some("new@example.org"));
+    }
+
+    #[test]
+    fn user_ids_cannot_escape_the_path() {
+        let settings = crate::settings::Settings::from_overrides(&[
+            ("database_url", "postgres://a@localhost/db"),
+            ("clerk_secret_key", "sk_test"),
+            ("clerk_issuer", "https://clerk.example.com"),
+            ("clerk_api_url", "https://api.example.com/base"),
+        ])
+        .unwrap();
+        let api = ClerkApi::new(&settings.clerk, http_client(), Metrics::default());
+        assert_eq!(
+            api.user_url("user_1").as_str(),
+            "https://api.example.com/base/v1/users/user_1"
+        );
+        assert_eq!(
+            api.user_url("user_../../x?y#z").as_str(),
+            "https://api.example.com/base/v1/users/user_..%2F..%2Fx%3Fy%23z"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! The `users` queries: one function per statement, each over any client (pool connection or
+//! transaction), each prepared once per connection.
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::clerk::ClerkUser;
+
+/// One row of `users`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub clerk_id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    pub image_url: Option<String>,
+    pub metadata: serde_json::Value,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "id, clerk_id, email, first_name, last_name, username, image_url, metadata, created_at, updated_at";
+
+impl From<&Row> for UserRow {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get(0),
+            clerk_id: row.get(1),
+            email: row.get(2),
+            first_name: row.get(3),
+            last_name: row.get(4),
+            username: row.get(5),
+            image_url: row.get(6),
+            metadata: row.get(7),
+            created_at: row.get(8),
+            updated_at: row.get(9),
+        }
+    }
+}
+
+pub async fn find_by_clerk_id(
+    client: &impl GenericClient,
+    clerk_id: &str,
+) -> Result<Option<UserRow>, DbError> {
+    let stmt = client
+        .prepare_cached(&format!("select {COLUMNS} from users where clerk_id = $1"))
+        .await?;
+    Ok(client
+        .query_opt(&stmt, &[&clerk_id])
+        .await?
+        .as_ref()
+        .map(UserRow::from))
+}
+
+fn from_millis(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+/// Insert the user as Clerk describes them, or refresh the Clerk-owned columns of the existing
+/// row. Data never goes back in time: when the stored `clerk_updated_at` is newer, the row keeps
+/// its values (the update still runs so that `returning` always yields the row, in one
+/// statement, whoever won a concurrent insert). `id`, `metadata` and `created_at` are never
+/// touched by Clerk data.
+pub async fn upsert_from_clerk(
+    client: &impl GenericClient,
+    user: &ClerkUser,
+) -> Result<UserRow, DbError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "insert into users as u
+                 (id, clerk_id, email, first_name, last_name, username, image_url, clerk_created_at, clerk_updated_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             on conflict (clerk_id) do update set
+                 email            = case when newer then excluded.email else u.email end,
+                 first_name       = case when newer then excluded.first_name else u.first_name end,
+                 last_name        = case when newer then excluded.last_name else u.last_name end,
+                 username         = case when newer then excluded.username else u.username end,
+                 image_url        = case when newer then excluded.image_url else u.image_url end,
+                 clerk_created_at = coalesce(u.clerk_created_at, excluded.clerk_created_at),
+                 clerk_updated_at = case when newer then excluded.clerk_updated_at else u.clerk_updated_at end,
+                 updated_at       = case when newer then now() else u.updated_at end
+             returning {COLUMNS}"
+        )
+        .replace(
+            "newer",
+            "(u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at)",
+        ))
+        .await?;
+    let row = client
+        .query_one(
+            &stmt,
+            &[
+                &Uuid::now_v7(),
+                &user.id,
+                &user.primary_email(),
+                &user.first_name,
+                &user.last_name,
+                &user.username,
+                &user.image_url,
+                &from_millis(user.created_at),
+                &from_millis(user.updated_at),
+            ],
+        )
+        .await?;
+    Ok(UserRow::from(&row))
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real service on port 0, a real PostgreSQL, the Clerk stand-in over HTTP.
+//! One binary, one module per area.
+
+mod first_sight;
+mod helpers;
