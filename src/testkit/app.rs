@@ -64,7 +64,7 @@ pub fn logs() -> &'static LogCapture {
 /// How to start a [`TestApp`].
 pub struct TestAppBuilder {
     overrides: Vec<(String, String)>,
-    database: Option<TestDatabase>,
+    database: Option<Arc<TestDatabase>>,
     admin_url: Option<String>,
     clerk: Option<ClerkStandIn>,
     check_logs: bool,
@@ -77,7 +77,8 @@ pub struct TestApp {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     pub clerk: ClerkStandIn,
-    pub db: TestDatabase,
+    /// Shared when several instances use one database.
+    pub db: Arc<TestDatabase>,
     pub http: reqwest::Client,
     pub settings: Settings,
     pub secret_key: String,
@@ -110,8 +111,8 @@ impl TestAppBuilder {
         self
     }
 
-    /// Use this database instead of a new one on the shared cluster.
-    pub fn database(mut self, db: TestDatabase) -> Self {
+    /// Use this database (perhaps another instance's) instead of a new one on the shared cluster.
+    pub fn database(mut self, db: Arc<TestDatabase>) -> Self {
         self.database = Some(db);
         self
     }
@@ -173,8 +174,8 @@ impl TestAppBuilder {
         let db = match self.database.take() {
             Some(db) => db,
             None => match &self.admin_url {
-                Some(admin) => TestDatabase::create(admin).await,
-                None => TestDatabase::on_shared_cluster().await,
+                Some(admin) => Arc::new(TestDatabase::create(admin).await),
+                None => Arc::new(TestDatabase::on_shared_cluster().await),
             },
         };
         let settings = self.settings(&clerk, &db.url, &secret_key);

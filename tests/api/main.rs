@@ -3,3 +3,4 @@
 
 mod first_sight;
 mod helpers;
+mod token_rules;
