@@ -3,4 +3,5 @@
 
 mod first_sight;
 mod helpers;
+mod keys;
 mod token_rules;
