@@ -4,4 +4,6 @@
 mod first_sight;
 mod helpers;
 mod keys;
+mod lifecycle;
+mod storage;
 mod token_rules;
