@@ -307,9 +307,9 @@ fn required<'a>(key: &str, v: &'a Option<String>) -> Result<&'a str, SettingsErr
     non_empty(v).ok_or_else(|| err(key, "required, not set"))
 }
 
-fn number<T: FromStr>(key: &str, v: &Option<String>, min: T, max: T) -> Result<T, SettingsError>
+fn number<T>(key: &str, v: &Option<String>, min: T, max: T) -> Result<T, SettingsError>
 where
-    T: PartialOrd + fmt::Display + Copy,
+    T: FromStr + PartialOrd + fmt::Display + Copy,
 {
     let s = required(key, v)?;
     let n: T = s

@@ -283,6 +283,40 @@ async fn get_user(req: &Request, Path(id): Path<String>, state: Data<&Arc<State>
     }
 }
 
+/// Only on a stand-in started with [`ClerkStandIn::start_dev`] (the local run, never the tests):
+/// a fresh session token for any `user_…` id, as plain text, so that `curl` can fetch one. In a
+/// real setup Clerk's frontend SDK plays this part (`await Clerk.session.getToken()`).
+#[handler]
+async fn dev_token(Path(user): Path<String>, state: Data<&Arc<State>>) -> Response {
+    if !user.starts_with("user_") || user.len() > 64 {
+        return Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .content_type("text/plain")
+            .body("expected /dev/token/user_...\n");
+    }
+    let key = state.keys.lock().unwrap()[0].clone();
+    let token = key.sign(
+        &ClerkStandIn::header_for(&key),
+        &session_claims(&state.issuer, &user),
+    );
+    state.minted.lock().unwrap().push(token.clone());
+    Response::builder().content_type("text/plain").body(token)
+}
+
+/// The claims of a fresh, valid session token, as Clerk mints them (v2): valid for 60 seconds.
+fn session_claims(issuer: &str, user_id: &str) -> Value {
+    let now = now_secs();
+    json!({
+        "azp": "http://localhost:5173",
+        "exp": now + 60, "iat": now, "nbf": now - 10,
+        "iss": issuer,
+        "jti": random_id(20),
+        "sid": format!("sess_{}", random_id(27)),
+        "sub": user_id,
+        "v": 2, "fva": [7, -1], "pla": "u:free", "fea": "o:dashboard"
+    })
+}
+
 /// A user as Clerk's Backend API returns it (`GET /v1/users/{id}`), with the fields it has today.
 pub fn clerk_user_json(
     id: &str,
@@ -337,6 +371,16 @@ impl ClerkStandIn {
 
     /// Start on a given address (the local run uses a fixed port so its URL can be printed).
     pub async fn start_on(addr: &str, secret_key: &str, key: SigningKey) -> Self {
+        Self::start_with_routes(addr, secret_key, key, false).await
+    }
+
+    /// For the local run only (`clerk-users-dev`): [`ClerkStandIn::start_on`] plus
+    /// `GET /dev/token/{user_id}`, which hands out a fresh session token as plain text.
+    pub async fn start_dev(addr: &str, secret_key: &str, key: SigningKey) -> Self {
+        Self::start_with_routes(addr, secret_key, key, true).await
+    }
+
+    async fn start_with_routes(addr: &str, secret_key: &str, key: SigningKey, dev: bool) -> Self {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind the Clerk stand-in");
@@ -353,10 +397,14 @@ impl ClerkStandIn {
             jwks_authorization: Mutex::default(),
             minted: Mutex::default(),
         });
-        let app = Route::new()
+        let mut routes = Route::new()
             .at("/.well-known/jwks.json", get(well_known_jwks))
             .at("/v1/jwks", get(api_jwks))
-            .at("/v1/users/:id", get(get_user))
+            .at("/v1/users/:id", get(get_user));
+        if dev {
+            routes = routes.at("/dev/token/:user", get(dev_token));
+        }
+        let app = routes
             .around(|ep, req| async move {
                 if let Some(s) = req.data::<Arc<State>>() {
                     s.counters.all.fetch_add(1, Ordering::SeqCst);
@@ -489,16 +537,7 @@ impl ClerkStandIn {
 
     /// The claims of a fresh, valid session token for `user_id`, as Clerk mints them (v2).
     pub fn claims_for(&self, user_id: &str) -> Value {
-        let now = now_secs();
-        json!({
-            "azp": "http://localhost:5173",
-            "exp": now + 60, "iat": now, "nbf": now - 10,
-            "iss": self.issuer(),
-            "jti": random_id(20),
-            "sid": format!("sess_{}", random_id(27)),
-            "sub": user_id,
-            "v": 2, "fva": [7, -1], "pla": "u:free", "fea": "o:dashboard"
-        })
+        session_claims(&self.issuer(), user_id)
     }
 
     /// The header Clerk puts on a session token signed by `key`.

@@ -61,10 +61,11 @@ fn unprivileged_user() -> Option<(u32, u32)> {
     for name in ["postgres", "nobody"] {
         for line in passwd.lines() {
             let f: Vec<&str> = line.split(':').collect();
-            if f.len() > 3 && f[0] == name {
-                if let (Ok(uid), Ok(gid)) = (f[2].parse(), f[3].parse()) {
-                    return Some((uid, gid));
-                }
+            if f.len() > 3
+                && f[0] == name
+                && let (Ok(uid), Ok(gid)) = (f[2].parse(), f[3].parse())
+            {
+                return Some((uid, gid));
             }
         }
     }
@@ -107,6 +108,8 @@ pub struct PgCluster {
     owner: Option<(u32, u32)>,
     /// Stop and remove on drop.
     ephemeral: bool,
+    /// fsync and full page writes on (a cluster whose data is kept between runs).
+    durable: bool,
 }
 
 impl PgCluster {
@@ -138,32 +141,79 @@ impl PgCluster {
             port: 0,
             owner,
             ephemeral,
+            durable: false,
         };
-        if !cluster.data().join("PG_VERSION").exists() {
-            let _ = fs::remove_dir_all(cluster.data());
-            run(
-                cluster.command("initdb").args([
-                    "-D",
-                    "data",
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--no-sync",
-                ]),
-                "initdb",
-            )?;
-        }
+        cluster.init()?;
         cluster.port = free_port()?;
         cluster.start_server()?;
         Ok(cluster)
     }
 
+    /// A cluster whose data is kept in `root` between runs (the local run's `.data/postgres`),
+    /// with fsync on. When a server already runs there (a run that did not stop it), it is
+    /// reused as it is; otherwise it is started on the port it had last time when that port is
+    /// free, else on a free one. Returns the cluster and whether it was reused. Never stopped on
+    /// drop: call [`PgCluster::stop`].
+    pub fn start_persistent(root: &Path) -> io::Result<(Self, bool)> {
+        let owner = unprivileged_user();
+        fs::create_dir_all(root)?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
+        chown_tree(root, owner)?;
+        let last_port = fs::read_to_string(root.join("port"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        let mut cluster = Self {
+            root: root.to_path_buf(),
+            port: last_port.unwrap_or(0),
+            owner,
+            ephemeral: false,
+            durable: true,
+        };
+        if cluster.port != 0
+            && cluster.data().join("PG_VERSION").exists()
+            && Self::is_running(root, owner)
+        {
+            return Ok((cluster, true));
+        }
+        cluster.init()?;
+        cluster.port = match last_port {
+            Some(p) if TcpListener::bind(("127.0.0.1", p)).is_ok() => p,
+            _ => free_port()?,
+        };
+        cluster.start_server()?;
+        Ok((cluster, false))
+    }
+
+    /// `initdb` unless the folder already holds a cluster.
+    fn init(&self) -> io::Result<()> {
+        if self.data().join("PG_VERSION").exists() {
+            return Ok(());
+        }
+        let _ = fs::remove_dir_all(self.data());
+        let mut args = vec![
+            "-D",
+            "data",
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+        ];
+        if !self.durable {
+            args.push("--no-sync");
+        }
+        run(self.command("initdb").args(args), "initdb")
+    }
+
     /// Start the server again after [`PgCluster::stop`], on the same port.
     pub fn start_server(&self) -> io::Result<()> {
+        let speed = if self.durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB",
+            "-p {} -k {} -c listen_addresses=127.0.0.1{speed} -c max_connections=400 \
+             -c shared_buffers=64MB",
             self.port,
             self.root.display()
         );
@@ -197,6 +247,11 @@ impl PgCluster {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The folder the cluster lives in (`data/`, `server.log`, `port`, the socket).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// A URL for `database` as the superuser.
@@ -256,15 +311,11 @@ pub fn shared_cluster_url() -> io::Result<String> {
     lock.lock()?;
     let owner = unprivileged_user();
     let port_file = root.join("port");
-    if root.join("data/PG_VERSION").exists() && PgCluster::is_running(&root, owner) {
-        if let Some(port) = fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<u16>().ok())
-        {
-            return Ok(format!(
-                "postgres://postgres:{TESTKIT_DB_PASSWORD}@127.0.0.1:{port}/postgres"
-            ));
-        }
+    if root.join("data/PG_VERSION").exists()
+        && PgCluster::is_running(&root, owner)
+        && let Some(port) = fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse::<u16>().ok())
+    {
+        return Ok(format!("postgres://postgres:{TESTKIT_DB_PASSWORD}@127.0.0.1:{port}/postgres"));
     }
     let cluster = PgCluster::start(&root, false)?;
     let url = cluster.url("postgres");
