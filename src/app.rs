@@ -1,7 +1,7 @@
 //! Assembly: [`AppState`], [`build_app`] (the one router, shared by `main`, the tests and the
 //! OpenAPI export) and [`Application`], which binds, serves and shuts down gracefully.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 use poem::{
@@ -19,6 +19,7 @@ use crate::{
     metrics::Metrics,
     settings::Settings,
     users::Users,
+    webhooks::SvixVerifier,
 };
 
 /// What handlers reach through request data. Every field is a cheap clone of shared state.
@@ -28,6 +29,8 @@ pub struct AppState {
     pub verifier: Verifier,
     pub users: Users,
     pub metrics: Metrics,
+    /// Set when `CLERK_WEBHOOK_SECRET` is.
+    pub webhooks: Option<Arc<SvixVerifier>>,
 }
 
 impl AppState {
@@ -43,11 +46,18 @@ impl AppState {
         let verifier = Verifier::new(keys, policy, metrics.clone());
         let clerk = ClerkApi::new(&settings.clerk, http, metrics.clone());
         let users = Users::new(pool.clone(), clerk, metrics.clone());
+        let webhooks = settings
+            .clerk
+            .webhook_secret
+            .as_ref()
+            .and_then(|s| SvixVerifier::new(s.expose()))
+            .map(Arc::new);
         Self {
             pool,
             verifier,
             users,
             metrics,
+            webhooks,
         }
     }
 }

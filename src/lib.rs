@@ -9,10 +9,12 @@ pub mod app;
 pub mod auth;
 pub mod clerk;
 pub mod db;
+pub mod merge_patch;
 pub mod metrics;
 pub mod settings;
 pub mod telemetry;
 pub mod users;
+pub mod webhooks;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -8,7 +8,9 @@ use deadpool_postgres::Pool;
 use crate::{
     clerk::{ClerkApi, ClerkError},
     db::{self, DbError, users::UserRow},
+    merge_patch::merge_patch,
     metrics::Metrics,
+    webhooks::Action,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +19,13 @@ pub enum UsersError {
     Db(#[from] DbError),
     #[error(transparent)]
     Clerk(#[from] ClerkError),
+    /// The merged `metadata` would exceed [`MAX_METADATA_BYTES`].
+    #[error("metadata too large")]
+    MetadataTooLarge,
 }
+
+/// The largest `metadata` object stored, as JSON text.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct Users {
@@ -74,6 +82,83 @@ impl Users {
         }
     }
 
+    /// Apply a JSON Merge Patch (RFC 7396) to the user's `metadata`, creating the user first on
+    /// first sight. Read, merge and write happen under the row's lock, so concurrent patches
+    /// compose instead of overwriting each other.
+    pub async fn patch_metadata(
+        &self,
+        clerk_id: &str,
+        patch: &serde_json::Value,
+    ) -> Result<UserRow, UsersError> {
+        self.get_or_create(clerk_id).await?;
+        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        // Deleted between the two steps: it is created again, as a GET would.
+        let Some(mut metadata) = db::users::lock_metadata(&tx, clerk_id).await? else {
+            drop(tx);
+            return Box::pin(self.patch_metadata(clerk_id, patch)).await;
+        };
+        merge_patch(&mut metadata, patch);
+        if !metadata.is_object() {
+            metadata = serde_json::Value::Object(serde_json::Map::new());
+        }
+        if metadata.to_string().len() > MAX_METADATA_BYTES {
+            return Err(UsersError::MetadataTooLarge);
+        }
+        let row = db::users::set_metadata(&tx, clerk_id, &metadata).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        row.ok_or_else(|| DbError::Other("locked row vanished".into()).into())
+    }
+
+    /// Act on a verified webhook delivery, once per Svix id: the id is recorded in the same
+    /// transaction as the change, so a replay (or a retry after a failure) is handled exactly once.
+    /// `false` when the id was already processed.
+    pub async fn apply_webhook(
+        &self,
+        svix_id: &str,
+        kind: &str,
+        action: &Action,
+    ) -> Result<bool, UsersError> {
+        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        if !db::webhooks::record_event(&tx, svix_id, kind).await? {
+            return Ok(false);
+        }
+        match action {
+            Action::Upsert(user) => {
+                let version = time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(user.updated_at) * 1_000_000,
+                )
+                .map_err(|_| DbError::Other("updated_at out of range".into()))?;
+                if db::webhooks::deleted_since(&tx, &user.id, version).await? {
+                    tracing::info!("webhook: older version of a deleted user ignored");
+                } else {
+                    db::users::upsert_from_clerk(&tx, user).await?;
+                }
+            }
+            Action::Delete { clerk_id, at } => {
+                let at =
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*at) * 1_000_000)
+                        .map_err(|_| DbError::Other("timestamp out of range".into()))?;
+                db::users::delete_by_clerk_id(&tx, clerk_id).await?;
+                db::webhooks::record_deletion(&tx, clerk_id, at).await?;
+            }
+            Action::Ignore => {}
+        }
+        // Pruning is cheap (indexed) but needless on every delivery.
+        if fastrand::u8(..16) == 0 {
+            db::webhooks::prune_events(&tx).await?;
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        Ok(true)
+    }
+
+    /// Delete the local record; the next request creates it again from Clerk.
+    pub async fn delete(&self, clerk_id: &str) -> Result<bool, UsersError> {
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        Ok(db::users::delete_by_clerk_id(&client, clerk_id).await?)
+    }
+
     async fn find(&self, clerk_id: &str) -> Result<Option<UserRow>, DbError> {
         let client = self.pool.get().await?;
         db::users::find_by_clerk_id(&client, clerk_id).await
@@ -95,5 +180,6 @@ fn unshare(e: &UsersError) -> UsersError {
             reason: reason.clone(),
         }
         .into(),
+        UsersError::MetadataTooLarge => UsersError::MetadataTooLarge,
     }
 }

@@ -149,6 +149,11 @@ impl ApiError {
                     retry_after.as_secs(),
                 )
             }
+            Self::Users(UsersError::MetadataTooLarge) => plain(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "metadata-too-large",
+                "the merged metadata would be larger than 16 KiB",
+            ),
             Self::Users(UsersError::Db(e)) | Self::Db(e) => match e {
                 DbError::Unavailable(cause) => {
                     tracing::warn!(%cause, "database unavailable");

@@ -1,6 +1,9 @@
 //! Liveness, readiness and the database ping (§2): no authentication, cheap, never hanging.
 
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 
 use super::{
     ApiTags,
@@ -108,6 +111,50 @@ impl HealthApi {
             code: code.into(),
         };
         ReadyResponse::Unavailable(Json(problem), 5)
+    }
+
+    /// Metrics
+    ///
+    /// Prometheus text format: requests by route and status, latency, token verifications by
+    /// outcome, key fetches and the key set's age, Backend API calls, user lookups, the pool.
+    #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
+    async fn metrics(&self, state: poem::web::Data<&AppState>) -> PlainText<String> {
+        let pool = state.pool.status();
+        let keys = &state.verifier.keys;
+        let age = keys.age().map_or(-1.0, |a| a.as_secs_f64());
+        let loaded = keys.current().map_or(0.0, |s| s.len() as f64);
+        PlainText(state.metrics.render(&[
+            (
+                "clerk_users_signing_keys_age_seconds",
+                "Age of the held signing key set (-1 when none is held; 0 for a pinned key).",
+                age,
+            ),
+            (
+                "clerk_users_signing_keys",
+                "Usable signing keys held.",
+                loaded,
+            ),
+            (
+                "clerk_users_db_pool_max_size",
+                "Largest number of pooled connections.",
+                pool.max_size as f64,
+            ),
+            (
+                "clerk_users_db_pool_size",
+                "Open pooled connections.",
+                pool.size as f64,
+            ),
+            (
+                "clerk_users_db_pool_available",
+                "Idle pooled connections.",
+                pool.available as f64,
+            ),
+            (
+                "clerk_users_db_pool_waiting",
+                "Requests waiting for a connection.",
+                pool.waiting as f64,
+            ),
+        ]))
     }
 
     /// Database ping

@@ -47,6 +47,65 @@ fn route_label(path: &str, status: StatusCode) -> &'static str {
         .unwrap_or("other")
 }
 
+/// 413 for a declared length over `limit`; a chunked body is read up to the limit here so that no
+/// handler ever sees more.
+pub async fn limit_body(mut req: Request, limit: usize) -> Result<Request, ApiError> {
+    let too_large = || {
+        ApiError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                ApiError::client(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "invalid Content-Length",
+                )
+            })?;
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    } else if req.headers().contains_key(header::TRANSFER_ENCODING) {
+        let bytes = req
+            .take_body()
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|_| too_large())?;
+        req.set_body(Body::from(bytes));
+    }
+    Ok(req)
+}
+
+/// A tighter body limit for one operation (poem-openapi `transform`).
+pub struct BodyLimit<E> {
+    inner: E,
+    limit: usize,
+}
+
+impl<E: Endpoint> Endpoint for BodyLimit<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let req = limit_body(req, self.limit).await?;
+        Ok(self.inner.call(req).await?.into_response())
+    }
+}
+
+/// For `#[oai(transform = "...")]`: at most 16 KiB of body.
+pub fn limit_16k(inner: impl Endpoint) -> impl Endpoint {
+    BodyLimit {
+        inner,
+        limit: 16 * 1024,
+    }
+}
+
 pub struct RequestContext {
     pub metrics: Metrics,
     pub timeout: Duration,
@@ -74,44 +133,8 @@ pub struct RequestContextEndpoint<E> {
 }
 
 impl<E: Endpoint> RequestContextEndpoint<E> {
-    /// 413 for a declared length over the limit; a chunked body is read up to the limit here so
-    /// that no handler ever sees more.
-    async fn limit_body(&self, mut req: Request) -> Result<Request, ApiError> {
-        let too_large = || {
-            ApiError::client(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "the request body is too large",
-            )
-        };
-        if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-            let len: u64 = len
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    ApiError::client(
-                        StatusCode::BAD_REQUEST,
-                        "bad-request",
-                        "invalid Content-Length",
-                    )
-                })?;
-            if len > self.body_limit as u64 {
-                return Err(too_large());
-            }
-        } else if req.headers().contains_key(header::TRANSFER_ENCODING) {
-            let bytes = req
-                .take_body()
-                .into_bytes_limit(self.body_limit)
-                .await
-                .map_err(|_| too_large())?;
-            req.set_body(Body::from(bytes));
-        }
-        Ok(req)
-    }
-
     async fn handle(&self, req: Request) -> Response {
-        let req = match self.limit_body(req).await {
+        let req = match limit_body(req, self.body_limit).await {
             Ok(req) => req,
             Err(e) => return e.into_response(),
         };

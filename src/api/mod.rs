@@ -4,6 +4,7 @@ pub mod error;
 pub mod health;
 pub mod middleware;
 pub mod users;
+pub mod webhooks;
 
 use poem_openapi::{OpenApiService, Tags};
 
@@ -11,17 +12,19 @@ use poem_openapi::{OpenApiService, Tags};
 pub enum ApiTags {
     /// The signed-in user's record.
     Users,
-    /// Liveness, readiness and dependency checks.
+    /// Liveness, readiness, dependency checks and metrics.
     Health,
+    /// Events from Clerk.
+    Webhooks,
 }
 
-pub type Apis = (users::UsersApi, health::HealthApi);
+pub type Apis = (users::UsersApi, webhooks::WebhooksApi, health::HealthApi);
 
 /// The OpenAPI service: shared by the router, the `openapi` subcommand and the tests. It needs no
 /// settings, so the document can be printed anywhere.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (users::UsersApi, health::HealthApi),
+        (users::UsersApi, webhooks::WebhooksApi, health::HealthApi),
         "clerk-users",
         env!("CARGO_PKG_VERSION"),
     )

@@ -2,13 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem::http::StatusCode;
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
+    payload::Json,
+    registry::{MetaMediaType, MetaRequest, Registry},
+    types::Type,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
     ApiTags,
     error::{ApiError, Problem, operation_errors},
+    middleware::limit_16k,
 };
 use crate::{app::AppState, auth::Session, db::users::UserRow};
 
@@ -79,6 +86,139 @@ operation_errors!(MeError {
     Internal
 });
 
+/// The body of `PATCH /users/me`.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "UserUpdate")]
+pub struct UserUpdate {
+    /// A JSON Merge Patch (RFC 7396) for `metadata`: keys are merged, `null` removes a key, and
+    /// nested objects merge the same way. At most 16 KiB of body, 16 KiB of merged metadata.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// The checked body of a PATCH: `{"metadata": {…}}` and nothing else. Read here rather than by the
+/// framework so that each fault has its own answer: 415 for another media type, 400 for bytes
+/// that are not JSON, 422 for JSON of the wrong shape.
+pub struct MetadataPatch(pub serde_json::Value);
+
+impl<'a> ApiExtractor<'a> for MetadataPatch {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <UserUpdate as Type>::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: "application/json",
+                schema: <UserUpdate as Type>::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        req: &'a poem::Request,
+        body: &mut poem::RequestBody,
+        _opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let json_media = req
+            .content_type()
+            .and_then(|c| c.parse::<mime::Mime>().ok())
+            .is_some_and(|m| {
+                m.type_() == mime::APPLICATION
+                    && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+            });
+        if !json_media {
+            return Err(ApiError::client(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send the body as application/json",
+            )
+            .into());
+        }
+        let bytes = body.take()?.into_vec().await.map_err(|_| {
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "the body could not be read",
+            )
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid-json",
+                format!("the body is not JSON: {e}"),
+            )
+        })?;
+        let invalid = |detail: &str| {
+            ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", detail)
+        };
+        let serde_json::Value::Object(mut fields) = value else {
+            return Err(invalid("the body must be a JSON object").into());
+        };
+        let metadata = fields
+            .remove("metadata")
+            .ok_or_else(|| invalid("the body has no metadata"))?;
+        if let Some(other) = fields.keys().next() {
+            return Err(invalid(&format!(
+                "unknown field {other:?}; only metadata can be changed"
+            ))
+            .into());
+        }
+        if !metadata.is_object() {
+            return Err(invalid("metadata must be a JSON object (a merge patch)").into());
+        }
+        Ok(MetadataPatch(metadata))
+    }
+}
+
+/// The failures of `PATCH /users/me`.
+#[derive(ApiResponse, Debug)]
+pub enum PatchMeError {
+    /// The body is not JSON (`invalid-json`).
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No token, or the token was rejected, or Clerk has no such user.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// The body is larger than 16 KiB (`payload-too-large`).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The body is not `application/json` (`unsupported-media-type`).
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// JSON of the wrong shape (`invalid-body`), or merged metadata over 16 KiB
+    /// (`metadata-too-large`).
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// A dependency is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// An internal error; its cause is logged, not returned.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+operation_errors!(PatchMeError {
+    BadRequest,
+    Unauthorized,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Unprocessable,
+    Unavailable,
+    Internal
+});
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    /// The local record is gone (or there was none); the next `GET` creates it again from Clerk.
+    #[oai(status = 204)]
+    NoContent,
+}
+
 pub struct UsersApi;
 
 #[OpenApi(tag = "ApiTags::Users")]
@@ -99,5 +239,47 @@ impl UsersApi {
             .await
             .map_err(ApiError::from)?;
         Ok(Json(row.into()))
+    }
+
+    /// Change the user's metadata
+    ///
+    /// Applies `metadata` as a JSON Merge Patch (RFC 7396) to the user's `metadata`: keys are
+    /// merged, `null` removes a key. Returns the updated record. Nothing is sent to Clerk.
+    #[oai(
+        path = "/users/me",
+        method = "patch",
+        operation_id = "patchMe",
+        transform = "limit_16k"
+    )]
+    async fn patch_me(
+        &self,
+        state: poem::web::Data<&AppState>,
+        session: Session,
+        body: MetadataPatch,
+    ) -> Result<Json<User>, PatchMeError> {
+        let users = &state.users;
+        let row = users
+            .patch_metadata(&session.claims.user_id, &body.0)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Json(row.into()))
+    }
+
+    /// Delete the local record
+    ///
+    /// Deletes the service's record of the user (not the user at Clerk). The next `GET
+    /// /users/me` creates it again from Clerk, with empty metadata.
+    #[oai(path = "/users/me", method = "delete", operation_id = "deleteMe")]
+    async fn delete_me(
+        &self,
+        state: poem::web::Data<&AppState>,
+        session: Session,
+    ) -> Result<Deleted, MeError> {
+        let users = &state.users;
+        users
+            .delete(&session.claims.user_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Deleted::NoContent)
     }
 }

@@ -2,6 +2,7 @@
 //! in order under an advisory lock so that many replicas may start at once (§7).
 
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -13,10 +14,16 @@ use crate::settings::DatabaseSettings;
 
 /// The schema files, in order. `migrations_match_the_sql_folder` fails when `sql/` and this list
 /// disagree; an applied file is never edited (its checksum is checked at every start).
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_create_users.sql",
-    include_str!("../../sql/0001_create_users.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_create_users.sql",
+        include_str!("../../sql/0001_create_users.sql"),
+    ),
+    (
+        "0002_webhooks.sql",
+        include_str!("../../sql/0002_webhooks.sql"),
+    ),
+];
 
 /// Any number that no other application on the same database uses for an advisory lock.
 const MIGRATION_LOCK: i64 = 0x636c_6572_6b75; // "clerku"
@@ -79,10 +86,15 @@ impl From<tokio_postgres::Error> for DbError {
                 ]
                 .contains(c)
             });
+        // `Display` of a server error is only "db error": keep its code and message.
+        let cause = match e.as_db_error() {
+            Some(db) => format!("{} ({}): {}", e, db.code().code(), db.message()),
+            None => e.to_string(),
+        };
         if unavailable {
-            DbError::Unavailable(e.to_string())
+            DbError::Unavailable(cause)
         } else {
-            DbError::Other(e.to_string())
+            DbError::Other(cause)
         }
     }
 }

@@ -109,3 +109,46 @@ pub async fn upsert_from_clerk(
         .await?;
     Ok(UserRow::from(&row))
 }
+
+/// Replace `metadata` (already merged by the caller under `lock_metadata`'s row lock).
+pub async fn set_metadata(
+    client: &impl GenericClient,
+    clerk_id: &str,
+    metadata: &serde_json::Value,
+) -> Result<Option<UserRow>, DbError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "update users set metadata = $2, updated_at = now() where clerk_id = $1 returning {COLUMNS}"
+        ))
+        .await?;
+    Ok(client
+        .query_opt(&stmt, &[&clerk_id, metadata])
+        .await?
+        .as_ref()
+        .map(UserRow::from))
+}
+
+/// The current `metadata`, locking the row until the transaction ends (PATCH is read-merge-write).
+pub async fn lock_metadata(
+    client: &impl GenericClient,
+    clerk_id: &str,
+) -> Result<Option<serde_json::Value>, DbError> {
+    let stmt = client
+        .prepare_cached("select metadata from users where clerk_id = $1 for update")
+        .await?;
+    Ok(client
+        .query_opt(&stmt, &[&clerk_id])
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Delete the local record. `true` when there was one.
+pub async fn delete_by_clerk_id(
+    client: &impl GenericClient,
+    clerk_id: &str,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached("delete from users where clerk_id = $1")
+        .await?;
+    Ok(client.execute(&stmt, &[&clerk_id]).await? > 0)
+}
