@@ -1,11 +1,18 @@
 //! The Clerk Backend API client (contract §5): `GET /v1/users/{id}` with bounded retries that honour
 //! `Retry-After`, and the shared HTTP client. The secret key goes only to the Backend API's origin.
+//! A circuit breaker ([`breaker`]) makes first sights fail fast while the Backend API is down.
 
-use std::time::{Duration, Instant};
+pub mod breaker;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
+use self::breaker::{Breaker, Permit};
 use crate::{metrics::Metrics, settings::ClerkSettings, settings::Secret};
 
 /// The largest Backend API or JWKS body read; Clerk's User object is a few KiB.
@@ -81,6 +88,8 @@ pub struct ClerkApi {
     max_attempts: u32,
     budget: Duration,
     backoff: Duration,
+    /// Shared by every clone: one breaker per process.
+    breaker: Arc<Breaker>,
     metrics: Metrics,
 }
 
@@ -102,8 +111,17 @@ impl ClerkApi {
             max_attempts: settings.api_max_attempts,
             budget: settings.api_retry_budget,
             backoff: settings.api_backoff,
+            breaker: Arc::new(Breaker::new(
+                settings.breaker_failures,
+                settings.breaker_cooldown,
+            )),
             metrics,
         }
+    }
+
+    /// The circuit breaker in front of the Backend API.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     fn user_url(&self, user_id: &str) -> Url {
@@ -116,37 +134,77 @@ impl ClerkApi {
     }
 
     /// One user, retried on 429, 5xx, timeouts and connection errors with exponential backoff and
-    /// full jitter, honouring `Retry-After`, within `max_attempts` and the time budget.
+    /// full jitter, honouring `Retry-After`, within `max_attempts` and the time budget. While the
+    /// circuit breaker is open this fails at once, without a network call.
     pub async fn get_user(&self, user_id: &str) -> Result<ClerkUser, ClerkError> {
+        let mut permit = match self.breaker.admit() {
+            Ok(permit) => permit,
+            Err(rejected) => {
+                self.metrics.clerk_call("short_circuited");
+                return Err(ClerkError::Unavailable {
+                    retry_after: rejected.retry_after,
+                    reason: "circuit breaker open".into(),
+                });
+            }
+        };
+        match self.lookup(user_id, &mut permit).await {
+            Ok(answered) => {
+                permit.succeeded();
+                answered
+            }
+            Err((retry_after, reason)) => {
+                permit.failed(retry_after);
+                Err(ClerkError::Unavailable {
+                    retry_after: retry_after
+                        .unwrap_or(DEFAULT_RETRY_AFTER)
+                        .max(Duration::from_secs(1)),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The tries of one lookup. `Ok` when Clerk answered (whatever it said), `Err` with Clerk's
+    /// last `Retry-After` and the reason when every try failed in a retryable way. A probe of the
+    /// half-open breaker makes one try; a lookup stops retrying once the breaker has opened.
+    async fn lookup(
+        &self,
+        user_id: &str,
+        permit: &mut Permit<'_>,
+    ) -> Result<Result<ClerkUser, ClerkError>, (Option<Duration>, String)> {
         let deadline = Instant::now() + self.budget;
         let url = self.user_url(user_id);
+        let max_attempts = if permit.is_probe() {
+            1
+        } else {
+            self.max_attempts
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let (retry_after, reason) = match self.try_once(&url, remaining.min(self.timeout)).await
             {
-                Attempt::Done(result) => return result,
+                Attempt::Done(result) => return Ok(result),
                 Attempt::Retry {
                     retry_after,
                     reason,
                 } => (retry_after, reason),
             };
+            permit.try_failed();
             let backoff = self.backoff.saturating_mul(1 << (attempt - 1).min(16));
             let jittered = backoff.mul_f64(fastrand::f64());
             let wait = retry_after.map_or(jittered, |r| r.max(jittered));
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if attempt >= self.max_attempts || wait >= remaining {
+            if attempt >= max_attempts || wait >= remaining || self.breaker.is_refusing() {
                 tracing::warn!(attempts = attempt, %reason, "Clerk Backend API unavailable; giving up");
-                return Err(ClerkError::Unavailable {
-                    retry_after: retry_after
-                        .unwrap_or(DEFAULT_RETRY_AFTER)
-                        .max(Duration::from_secs(1)),
-                    reason,
-                });
+                return Err((retry_after, reason));
             }
             tracing::info!(attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying Clerk Backend API");
             tokio::time::sleep(wait).await;
+            if self.breaker.is_refusing() {
+                return Err((retry_after, reason));
+            }
         }
     }
 

@@ -75,6 +75,10 @@ pub struct RawSettings {
     #[serde(deserialize_with = "opt_string")]
     pub clerk_api_backoff_ms: Option<String>,
     #[serde(deserialize_with = "opt_string")]
+    pub clerk_breaker_failures: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
+    pub clerk_breaker_cooldown_ms: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
     pub api_env: Option<String>,
     #[serde(deserialize_with = "opt_string")]
     pub listen_addr: Option<String>,
@@ -121,6 +125,8 @@ pub const KEYS: &[&str] = &[
     "clerk_api_max_attempts",
     "clerk_api_retry_budget_ms",
     "clerk_api_backoff_ms",
+    "clerk_breaker_failures",
+    "clerk_breaker_cooldown_ms",
     "api_env",
     "listen_addr",
     "log_format",
@@ -211,6 +217,10 @@ pub struct ClerkSettings {
     pub api_max_attempts: u32,
     pub api_retry_budget: Duration,
     pub api_backoff: Duration,
+    /// Consecutive failed Backend API lookups that open the circuit breaker; 0 = no breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker fails lookups at once before one probe goes through.
+    pub breaker_cooldown: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -598,6 +608,18 @@ impl RawSettings {
                 1,
                 60_000,
             )?,
+            breaker_failures: number(
+                "clerk_breaker_failures",
+                &self.clerk_breaker_failures,
+                0,
+                10_000,
+            )?,
+            breaker_cooldown: millis(
+                "clerk_breaker_cooldown_ms",
+                &self.clerk_breaker_cooldown_ms,
+                100,
+                3_600_000,
+            )?,
         };
 
         let api_env = match required("api_env", &self.api_env)?
@@ -681,6 +703,8 @@ mod tests {
         let s = with(&[]).unwrap();
         assert_eq!(s.clerk.issuer, "https://clerk.example.com");
         assert_eq!(s.clerk.clock_skew_secs, 5);
+        assert_eq!(s.clerk.breaker_failures, 5);
+        assert_eq!(s.clerk.breaker_cooldown, Duration::from_secs(5));
         assert_eq!(s.listen_addr.port(), 8000);
         match &s.clerk.keys {
             KeySource::Jwks { url, send_secret } => {
@@ -714,6 +738,14 @@ mod tests {
             ("clerk_jwks_url", "http://10.0.0.1/jwks", "CLERK_JWKS_URL"),
             ("clerk_jwt_key", "not a key", "CLERK_JWT_KEY"),
             ("clerk_accept_pending", "maybe", "CLERK_ACCEPT_PENDING"),
+            ("clerk_breaker_failures", "-1", "CLERK_BREAKER_FAILURES"),
+            ("clerk_breaker_failures", "many", "CLERK_BREAKER_FAILURES"),
+            (
+                "clerk_breaker_cooldown_ms",
+                "50",
+                "CLERK_BREAKER_COOLDOWN_MS",
+            ),
+            ("clerk_breaker_cooldown_ms", "", "CLERK_BREAKER_COOLDOWN_MS"),
             ("clerk_webhook_secret", "nope", "CLERK_WEBHOOK_SECRET"),
             ("clerk_secret_key", "pk_test_x", "CLERK_SECRET_KEY"),
             ("database_url", "mysql:// nope", "DATABASE_URL"),

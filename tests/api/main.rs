@@ -8,5 +8,3 @@ mod keys;
 mod lifecycle;
 mod storage;
 mod token_rules;
-mod webhooks;
-mod writes;
