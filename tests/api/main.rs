@@ -1,7 +1,6 @@
 //! Integration tests: the real service on port 0, a real PostgreSQL, the Clerk stand-in over HTTP.
 //! One binary, one module per area.
 
-mod breaker;
 mod first_sight;
 mod helpers;
 mod keys;
