@@ -1,9 +1,12 @@
 //! Integration tests: the real service on port 0, a real PostgreSQL, the Clerk stand-in over HTTP.
 //! One binary, one module per area.
 
+mod breaker;
 mod first_sight;
 mod helpers;
 mod keys;
 mod lifecycle;
 mod storage;
 mod token_rules;
+mod webhooks;
+mod writes;
