@@ -226,3 +226,111 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "no longer accepting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_only_configured_origins() {
+    let app = TestApp::builder()
+        .with(
+            "cors_allowed_origins",
+            "http://127.0.0.1:5173, https://app.example.com",
+        )
+        .spawn()
+        .await;
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/users/me", app.url))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "PATCH")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-max-age"], "600");
+    let methods = h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_ascii_uppercase();
+    for m in ["GET", "PATCH", "DELETE"] {
+        assert!(methods.contains(m), "{methods}");
+    }
+    let headers = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "{headers}"
+    );
+
+    let user = app.clerk.new_user();
+    let resp = app
+        .get("/users/me")
+        .bearer_auth(app.token_for(&user))
+        .header("origin", "http://127.0.0.1:5173")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "http://127.0.0.1:5173"
+    );
+
+    let other = app
+        .get("/healthz")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // Without the setting, no CORS headers at all.
+    let plain = TestApp::spawn().await;
+    let resp = plain
+        .get("/healthz")
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_the_families_of_section_8() {
+    let app = TestApp::spawn().await;
+    let user = app.clerk.new_user();
+    assert_eq!(app.get_me(&app.token_for(&user)).await.status(), 200);
+    assert_eq!(app.get_me(&app.token_for(&user)).await.status(), 200);
+    let _ = app.get_me("garbage").await;
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "clerk_users_http_requests_total{route=\"/users/me\",status=\"200\"} 2",
+        "clerk_users_http_requests_total{route=\"/users/me\",status=\"401\"} 1",
+        "clerk_users_http_request_duration_seconds_bucket{le=\"+Inf\"}",
+        "clerk_users_token_verifications_total{outcome=\"ok\"} 2",
+        "clerk_users_token_verifications_total{outcome=\"token-invalid\"} 1",
+        "clerk_users_key_fetches_total{outcome=\"ok\"} 1",
+        "clerk_users_signing_keys_age_seconds ",
+        "clerk_users_clerk_api_calls_total{outcome=\"ok\"} 1",
+        "clerk_users_user_lookups_total{result=\"hit\"} 1",
+        "clerk_users_user_lookups_total{result=\"miss\"} 1",
+        "clerk_users_db_pool_size ",
+        "clerk_users_db_pool_waiting 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in:\n{text}");
+    }
+}

@@ -6,6 +6,7 @@ mod first_sight;
 mod helpers;
 mod keys;
 mod lifecycle;
+mod openapi;
 mod storage;
 mod token_rules;
 mod webhooks;
