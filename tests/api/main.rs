@@ -2,6 +2,7 @@
 //! One binary, one module per area.
 
 mod breaker;
+mod browser;
 mod first_sight;
 mod helpers;
 mod keys;
