@@ -32,6 +32,20 @@ pub struct Readiness {
 }
 
 #[derive(ApiResponse)]
+pub enum StatusResponse {
+    /// `{"status":"ok"}`
+    #[oai(status = 200)]
+    Ok(Json<Status>),
+}
+
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// The figures, in Prometheus' text format.
+    #[oai(status = 200)]
+    Ok(PlainText<String>),
+}
+
+#[derive(ApiResponse)]
 pub enum ReadyResponse {
     /// The database answers and signing keys are loaded.
     #[oai(status = 200)]
@@ -71,10 +85,10 @@ impl HealthApi {
     ///
     /// 200 while the process runs.
     #[oai(path = "/healthz", method = "get", operation_id = "getHealthz")]
-    async fn healthz(&self) -> Json<Status> {
-        Json(Status {
+    async fn healthz(&self) -> StatusResponse {
+        StatusResponse::Ok(Json(Status {
             status: "ok".into(),
-        })
+        }))
     }
 
     /// Readiness
@@ -118,12 +132,12 @@ impl HealthApi {
     /// Prometheus text format: requests by route and status, latency, token verifications by
     /// outcome, key fetches and the key set's age, Backend API calls, user lookups, the pool.
     #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
-    async fn metrics(&self, state: poem::web::Data<&AppState>) -> PlainText<String> {
+    async fn metrics(&self, state: poem::web::Data<&AppState>) -> MetricsResponse {
         let pool = state.pool.status();
         let keys = &state.verifier.keys;
         let age = keys.age().map_or(-1.0, |a| a.as_secs_f64());
         let loaded = keys.current().map_or(0.0, |s| s.len() as f64);
-        PlainText(state.metrics.render(&[
+        MetricsResponse::Ok(PlainText(state.metrics.render(&[
             (
                 "clerk_users_signing_keys_age_seconds",
                 "Age of the held signing key set (-1 when none is held; 0 for a pinned key).",
@@ -154,17 +168,20 @@ impl HealthApi {
                 "Requests waiting for a connection.",
                 pool.waiting as f64,
             ),
-        ]))
+        ])))
     }
 
     /// Database ping
     ///
     /// 200 `{"status":"ok"}` when `SELECT 1` succeeds; else 503.
     #[oai(path = "/db-test/ping", method = "get", operation_id = "pingDatabase")]
-    async fn db_ping(&self, state: poem::web::Data<&AppState>) -> Result<Json<Status>, PingError> {
+    async fn db_ping(
+        &self,
+        state: poem::web::Data<&AppState>,
+    ) -> Result<StatusResponse, PingError> {
         db_ok(&state).await?;
-        Ok(Json(Status {
+        Ok(StatusResponse::Ok(Json(Status {
             status: "ok".into(),
-        }))
+        })))
     }
 }

@@ -213,6 +213,13 @@ operation_errors!(PatchMeError {
 });
 
 #[derive(ApiResponse)]
+pub enum UserResponse {
+    /// The user's record.
+    #[oai(status = 200)]
+    Ok(Json<User>),
+}
+
+#[derive(ApiResponse)]
 pub enum Deleted {
     /// The local record is gone (or there was none); the next `GET` creates it again from Clerk.
     #[oai(status = 204)]
@@ -232,13 +239,13 @@ impl UsersApi {
         &self,
         state: poem::web::Data<&AppState>,
         session: Session,
-    ) -> Result<Json<User>, MeError> {
+    ) -> Result<UserResponse, MeError> {
         let row = state
             .users
             .get_or_create(&session.claims.user_id)
             .await
             .map_err(ApiError::from)?;
-        Ok(Json(row.into()))
+        Ok(UserResponse::Ok(Json(row.into())))
     }
 
     /// Change the user's metadata
@@ -256,13 +263,13 @@ impl UsersApi {
         state: poem::web::Data<&AppState>,
         session: Session,
         body: MetadataPatch,
-    ) -> Result<Json<User>, PatchMeError> {
+    ) -> Result<UserResponse, PatchMeError> {
         let users = &state.users;
         let row = users
             .patch_metadata(&session.claims.user_id, &body.0)
             .await
             .map_err(ApiError::from)?;
-        Ok(Json(row.into()))
+        Ok(UserResponse::Ok(Json(row.into())))
     }
 
     /// Delete the local record
