@@ -11,6 +11,7 @@ pub mod clerk;
 pub mod db;
 pub mod merge_patch;
 pub mod metrics;
+pub mod net;
 pub mod settings;
 pub mod telemetry;
 pub mod users;

@@ -5,6 +5,7 @@ mod breaker;
 mod browser;
 mod first_sight;
 mod helpers;
+mod hostile;
 mod keys;
 mod lifecycle;
 mod openapi;
