@@ -18,7 +18,7 @@ use crate::{
     db,
     metrics::Metrics,
     settings::Settings,
-    users::Users,
+    users::{Users, cache::UserCache},
     webhooks::SvixVerifier,
 };
 
@@ -43,9 +43,19 @@ impl AppState {
             clock_skew_secs: settings.clerk.clock_skew_secs,
             accept_pending: settings.clerk.accept_pending,
         };
-        let verifier = Verifier::new(keys, policy, metrics.clone());
+        let verifier = Verifier::new(
+            keys,
+            policy,
+            settings.caches.token_max_entries,
+            metrics.clone(),
+        );
         let clerk = ClerkApi::new(&settings.clerk, http, metrics.clone());
-        let users = Users::new(pool.clone(), clerk, metrics.clone());
+        let cache = UserCache::new(
+            settings.caches.user_max_entries,
+            settings.caches.user_ttl,
+            metrics.clone(),
+        );
+        let users = Users::new(pool.clone(), clerk, cache, metrics.clone());
         let webhooks = settings
             .clerk
             .webhook_secret
@@ -95,7 +105,8 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     settings: Settings,
-    refresher: Option<tokio::task::JoinHandle<()>>,
+    /// The key refresher and the cache's invalidation listener.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -111,7 +122,16 @@ impl Application {
         if let Err(e) = state.verifier.keys.refresh().await {
             tracing::warn!(error = %e, "signing keys not loaded at start; retrying in the background");
         }
-        let refresher = state.verifier.keys.spawn_refresher();
+        let background = [
+            state.verifier.keys.spawn_refresher(),
+            state
+                .users
+                .cache()
+                .spawn_listener(settings.database.config.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
 
         let listener = std::net::TcpListener::bind(settings.listen_addr).map_err(|e| {
             anyhow::anyhow!(
@@ -131,7 +151,7 @@ impl Application {
             addr,
             state,
             settings,
-            refresher,
+            background,
         })
     }
 
@@ -144,7 +164,7 @@ impl Application {
     }
 
     /// Serve until `shutdown` resolves, then stop accepting, give in-flight requests up to the
-    /// grace period, stop the key refresher and close the pool.
+    /// grace period, stop the key refresher and the cache listener, close the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -154,8 +174,8 @@ impl Application {
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(self.settings.shutdown_grace))
             .await;
-        if let Some(r) = self.refresher {
-            r.abort();
+        for task in self.background {
+            task.abort();
         }
         self.state.pool.close();
         tracing::info!("stopped");

@@ -58,6 +58,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "result",
         "User lookups: hit (known user), miss (first sight).",
     ),
+    (
+        "clerk_users_user_cache_total",
+        "result",
+        "User cache lookups: hit, or miss (read from the database).",
+    ),
+    (
+        "clerk_users_token_cache_total",
+        "result",
+        "Verified-token cache lookups: hit, or miss (verified in full).",
+    ),
 ];
 
 impl Metrics {
@@ -78,6 +88,20 @@ impl Metrics {
     }
     pub fn clerk_call(&self, outcome: &str) {
         self.count(FAMILIES[2].0, FAMILIES[2].1, outcome);
+    }
+    pub fn user_cache(&self, hit: bool) {
+        self.count(
+            FAMILIES[4].0,
+            FAMILIES[4].1,
+            if hit { "hit" } else { "miss" },
+        );
+    }
+    pub fn token_cache(&self, hit: bool) {
+        self.count(
+            FAMILIES[5].0,
+            FAMILIES[5].1,
+            if hit { "hit" } else { "miss" },
+        );
     }
     pub fn user_lookup(&self, hit: bool) {
         self.count(

@@ -79,6 +79,12 @@ pub struct RawSettings {
     #[serde(deserialize_with = "opt_string")]
     pub clerk_breaker_cooldown_ms: Option<String>,
     #[serde(deserialize_with = "opt_string")]
+    pub user_cache_max_entries: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
+    pub user_cache_ttl_secs: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
+    pub token_cache_max_entries: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
     pub api_env: Option<String>,
     #[serde(deserialize_with = "opt_string")]
     pub listen_addr: Option<String>,
@@ -127,6 +133,9 @@ pub const KEYS: &[&str] = &[
     "clerk_api_backoff_ms",
     "clerk_breaker_failures",
     "clerk_breaker_cooldown_ms",
+    "user_cache_max_entries",
+    "user_cache_ttl_secs",
+    "token_cache_max_entries",
     "api_env",
     "listen_addr",
     "log_format",
@@ -233,6 +242,14 @@ pub struct DatabaseSettings {
     pub statement_timeout: Duration,
 }
 
+/// The in-memory caches; a size or TTL of 0 turns a cache off.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub user_max_entries: u64,
+    pub user_ttl: Duration,
+    pub token_max_entries: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub api_env: ApiEnv,
@@ -242,6 +259,7 @@ pub struct Settings {
     pub cors_allowed_origins: Vec<String>,
     pub database: DatabaseSettings,
     pub clerk: ClerkSettings,
+    pub caches: CacheSettings,
     pub request_body_limit: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -670,6 +688,21 @@ impl RawSettings {
             cors_allowed_origins,
             database,
             clerk,
+            caches: CacheSettings {
+                user_max_entries: number(
+                    "user_cache_max_entries",
+                    &self.user_cache_max_entries,
+                    0,
+                    10_000_000,
+                )?,
+                user_ttl: secs("user_cache_ttl_secs", &self.user_cache_ttl_secs, 0, 86_400)?,
+                token_max_entries: number(
+                    "token_cache_max_entries",
+                    &self.token_cache_max_entries,
+                    0,
+                    10_000_000,
+                )?,
+            },
             request_body_limit: number(
                 "request_body_limit_bytes",
                 &self.request_body_limit_bytes,

@@ -1,5 +1,8 @@
-//! Get-or-create (contract §5): a known user is answered from the database; a user never seen is
-//! fetched from Clerk once (one flight per `sub` in this process) and stored with one upsert.
+//! Get-or-create (contract §5): a known user is answered from the cache or the database; a user
+//! never seen is fetched from Clerk once (one flight per `sub` in this process) and stored with one
+//! upsert. Every write announces itself to the other replicas' caches (`cache`).
+
+pub mod cache;
 
 use std::sync::Arc;
 
@@ -10,6 +13,7 @@ use crate::{
     db::{self, DbError, users::UserRow},
     merge_patch::merge_patch,
     metrics::Metrics,
+    users::cache::UserCache,
     webhooks::Action,
 };
 
@@ -34,22 +38,34 @@ pub struct Users {
     /// Concurrent first sights of one `sub` share a single load (moka coalesces `try_get_with`).
     /// Entries are dropped as soon as the load ends: rows are read from the database, not here.
     first_sight: moka::future::Cache<String, Arc<UserRow>>,
+    cache: UserCache,
     metrics: Metrics,
 }
 
 impl Users {
-    pub fn new(pool: Pool, clerk: ClerkApi, metrics: Metrics) -> Self {
+    pub fn new(pool: Pool, clerk: ClerkApi, cache: UserCache, metrics: Metrics) -> Self {
         let first_sight = moka::future::Cache::builder().max_capacity(10_000).build();
         Self {
             pool,
             clerk,
             first_sight,
+            cache,
             metrics,
         }
     }
 
+    pub fn cache(&self) -> &UserCache {
+        &self.cache
+    }
+
     pub async fn get_or_create(&self, clerk_id: &str) -> Result<UserRow, UsersError> {
+        if let Some(row) = self.cache.get(clerk_id).await {
+            self.metrics.user_lookup(true);
+            return Ok((*row).clone());
+        }
+        let epoch = self.cache.epoch();
         if let Some(row) = self.find(clerk_id).await? {
+            self.cache.insert(&row, epoch).await;
             self.metrics.user_lookup(true);
             return Ok(row);
         }
@@ -71,11 +87,14 @@ impl Users {
                 }
                 let client = self.pool.get().await.map_err(DbError::from)?;
                 let row = db::users::upsert_from_clerk(&client, &user).await?;
+                // Another replica may have stored (and cached) an older version meanwhile.
+                db::notify::user_changed(&client, clerk_id).await?;
                 tracing::info!(user_id = %row.id, "first sight: user stored");
                 Ok::<_, UsersError>(Arc::new(row))
             })
             .await;
         self.first_sight.invalidate(clerk_id).await;
+        self.cache.invalidate(clerk_id).await;
         match result {
             Ok(row) => Ok((*row).clone()),
             Err(shared) => Err(unshare(&shared)),
@@ -106,7 +125,9 @@ impl Users {
             return Err(UsersError::MetadataTooLarge);
         }
         let row = db::users::set_metadata(&tx, clerk_id, &metadata).await?;
+        db::notify::user_changed(&tx, clerk_id).await?;
         tx.commit().await.map_err(DbError::from)?;
+        self.cache.invalidate(clerk_id).await;
         row.ok_or_else(|| DbError::Other("locked row vanished".into()).into())
     }
 
@@ -123,6 +144,14 @@ impl Users {
         let tx = client.transaction().await.map_err(DbError::from)?;
         if !db::webhooks::record_event(&tx, svix_id, kind).await? {
             return Ok(false);
+        }
+        let changed = match action {
+            Action::Upsert(user) => Some(user.id.as_str()),
+            Action::Delete { clerk_id, .. } => Some(clerk_id.as_str()),
+            Action::Ignore => None,
+        };
+        if let Some(clerk_id) = changed {
+            db::notify::user_changed(&tx, clerk_id).await?;
         }
         match action {
             Action::Upsert(user) => {
@@ -150,13 +179,21 @@ impl Users {
             db::webhooks::prune_events(&tx).await?;
         }
         tx.commit().await.map_err(DbError::from)?;
+        if let Some(clerk_id) = changed {
+            self.cache.invalidate(clerk_id).await;
+        }
         Ok(true)
     }
 
     /// Delete the local record; the next request creates it again from Clerk.
     pub async fn delete(&self, clerk_id: &str) -> Result<bool, UsersError> {
-        let client = self.pool.get().await.map_err(DbError::from)?;
-        Ok(db::users::delete_by_clerk_id(&client, clerk_id).await?)
+        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        let deleted = db::users::delete_by_clerk_id(&tx, clerk_id).await?;
+        db::notify::user_changed(&tx, clerk_id).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.cache.invalidate(clerk_id).await;
+        Ok(deleted)
     }
 
     async fn find(&self, clerk_id: &str) -> Result<Option<UserRow>, DbError> {

@@ -149,6 +149,16 @@ impl HealthApi {
                 loaded,
             ),
             (
+                "clerk_users_user_cache_entries",
+                "Users held in the user cache (an estimate).",
+                state.users.cache().entries() as f64,
+            ),
+            (
+                "clerk_users_token_cache_entries",
+                "Verified tokens held (an estimate).",
+                state.verifier.cached_tokens() as f64,
+            ),
+            (
                 "clerk_users_db_pool_max_size",
                 "Largest number of pooled connections.",
                 pool.max_size as f64,

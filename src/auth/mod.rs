@@ -6,7 +6,10 @@
 pub mod keys;
 pub mod token;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use poem::{Request, RequestBody, http::HeaderMap};
 use poem_openapi::{
@@ -116,7 +119,40 @@ pub fn extract_token(headers: &HeaderMap) -> Result<&str, AuthError> {
 pub struct Verifier {
     pub keys: KeyStore,
     pub policy: Policy,
+    /// Tokens that passed every check, by SHA-256 of (key set generation, token). A hit skips the
+    /// RSA verification; an entry lives until the token's `exp` plus the skew, and a new key set
+    /// (a new generation) misses every entry.
+    cache: Option<moka::future::Cache<[u8; 32], Verified>>,
     metrics: Metrics,
+}
+
+#[derive(Clone)]
+struct Verified {
+    claims: Arc<Claims>,
+    ttl: Duration,
+}
+
+/// Each entry expires when its token does (`exp` + skew).
+struct UntilTokenExpires;
+
+impl moka::Expiry<[u8; 32], Verified> for UntilTokenExpires {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        v: &Verified,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+fn cache_key(generation: u64, raw: &str) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&generation.to_le_bytes());
+    ctx.update(raw.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
 }
 
 fn now() -> f64 {
@@ -127,16 +163,56 @@ fn now() -> f64 {
 }
 
 impl Verifier {
-    pub fn new(keys: KeyStore, policy: Policy, metrics: Metrics) -> Self {
+    /// `cache_entries`: how many verified tokens to remember (0: none).
+    pub fn new(keys: KeyStore, policy: Policy, cache_entries: u64, metrics: Metrics) -> Self {
+        let cache = (cache_entries > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(cache_entries)
+                .expire_after(UntilTokenExpires)
+                .build()
+        });
         Self {
             keys,
             policy,
+            cache,
             metrics,
         }
     }
 
+    /// Verified tokens held, for `/metrics`.
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.entry_count())
+    }
+
     pub async fn verify(&self, raw: &str) -> Result<Claims, AuthError> {
+        // The cache is consulted only while the keys are usable, so stale keys still give 503.
+        let key = match (&self.cache, self.keys.current()) {
+            (Some(cache), Ok(set)) => {
+                let key = cache_key(set.generation, raw);
+                if let Some(hit) = cache.get(&key).await {
+                    self.metrics.token_cache(true);
+                    self.metrics.token_verification("ok");
+                    return Ok((*hit.claims).clone());
+                }
+                self.metrics.token_cache(false);
+                Some((cache, key))
+            }
+            _ => None,
+        };
         let result = self.verify_inner(raw).await;
+        if let (Some((cache, key)), Ok(claims)) = (key, &result) {
+            let until = claims.expires_at + self.policy.clock_skew_secs as f64;
+            let ttl = Duration::from_secs_f64((until - now()).clamp(0.0, 86_400.0));
+            cache
+                .insert(
+                    key,
+                    Verified {
+                        claims: Arc::new(claims.clone()),
+                        ttl,
+                    },
+                )
+                .await;
+        }
         self.metrics.token_verification(match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),

@@ -1,6 +1,7 @@
 //! PostgreSQL: the pool (bounded waits, so no request hangs) and the migrations of `sql/`, applied
 //! in order under an advisory lock so that many replicas may start at once (§7).
 
+pub mod notify;
 pub mod users;
 pub mod webhooks;
 

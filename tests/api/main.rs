@@ -3,6 +3,7 @@
 
 mod breaker;
 mod browser;
+mod cache;
 mod first_sight;
 mod helpers;
 mod hostile;
