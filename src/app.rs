@@ -1,7 +1,7 @@
 //! Assembly: [`AppState`], [`build_app`] (the one router, shared by `main`, the tests and the
 //! OpenAPI export) and [`Application`], which binds, serves and shuts down gracefully.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use deadpool_postgres::Pool;
 use poem::{
@@ -204,6 +204,3 @@ pub async fn shutdown_signal() {
         _ = term => tracing::info!("SIGTERM received; shutting down"),
     }
 }
-
-/// Keeps `Duration` in the public API readable where grace periods are passed around.
-pub type Grace = Duration;
