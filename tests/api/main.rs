@@ -11,6 +11,7 @@ mod keys;
 mod lifecycle;
 mod openapi;
 mod storage;
+mod token_props;
 mod token_rules;
 mod webhooks;
 mod writes;
