@@ -313,9 +313,13 @@ pub fn shared_cluster_url() -> io::Result<String> {
     let port_file = root.join("port");
     if root.join("data/PG_VERSION").exists()
         && PgCluster::is_running(&root, owner)
-        && let Some(port) = fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse::<u16>().ok())
+        && let Some(port) = fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
     {
-        return Ok(format!("postgres://postgres:{TESTKIT_DB_PASSWORD}@127.0.0.1:{port}/postgres"));
+        return Ok(format!(
+            "postgres://postgres:{TESTKIT_DB_PASSWORD}@127.0.0.1:{port}/postgres"
+        ));
     }
     let cluster = PgCluster::start(&root, false)?;
     let url = cluster.url("postgres");
