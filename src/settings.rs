@@ -846,3 +846,57 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod documented {
+    use super::*;
+
+    /// Every key is read from the environment, has a (possibly commented) line in
+    /// config/default.toml, and a (possibly commented) variable in .env.example; and neither file
+    /// names a key the service does not read.
+    #[test]
+    fn every_key_is_in_default_toml_and_env_example() {
+        let env_example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+        let named = |text: &str, upper: bool| -> Vec<String> {
+            text.lines()
+                .map(|l| l.trim_start_matches('#').trim())
+                .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+                .filter(|k| {
+                    !k.is_empty() && k.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
+                })
+                .filter(|k| k.chars().any(|c| c.is_ascii_alphabetic()))
+                .filter(|k| upper == k.chars().all(|c| !c.is_ascii_lowercase()))
+                .map(str::to_lowercase)
+                .collect()
+        };
+        let in_toml = named(DEFAULT_TOML, false);
+        let in_env = named(&env_example, true);
+        for key in KEYS {
+            assert!(
+                in_toml.iter().any(|k| k == key),
+                "{key} missing from config/default.toml"
+            );
+            assert!(
+                in_env.iter().any(|k| k == key),
+                "{} missing from .env.example",
+                key.to_uppercase()
+            );
+        }
+        for key in &in_toml {
+            assert!(
+                KEYS.contains(&key.as_str()),
+                "config/default.toml names {key}, which is not read"
+            );
+        }
+        // .env.example also documents the variables of the local run and of compose.
+        let others = ["dev_clerk_addr", "pg_bin", "postgres_password", "http_port"];
+        for key in &in_env {
+            assert!(
+                KEYS.contains(&key.as_str()) || others.contains(&key.as_str()),
+                ".env.example names {}, which nothing reads",
+                key.to_uppercase()
+            );
+        }
+    }
+}
