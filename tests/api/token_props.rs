@@ -156,10 +156,7 @@ fn the_edges_themselves() {
             Err(TokenError::Expired)
         );
         assert_eq!(check(now - s + 1.0, now - s, None, now, skew), Ok(()));
-        assert_eq!(
-            check(now + 60.0, now, Some(now + s), now, skew),
-            Ok(())
-        );
+        assert_eq!(check(now + 60.0, now, Some(now + s), now, skew), Ok(()));
         assert_eq!(
             check(now + 60.0, now, Some(now + s + 1.0), now, skew),
             Err(TokenError::NotActiveYet)
@@ -216,7 +213,15 @@ fn a_key_repeated_in_the_header_or_among_the_claims_is_rejected() {
     let kid = &KEY.kid;
     let good_header = format!(r#"{{"alg":"RS256","kid":"{kid}","typ":"JWT"}}"#);
     let good_claims = claims(now + 60.0, now, None).to_string();
-    assert!(verify(&signed_raw(&good_header, &good_claims), &KEYS, now, &policy(5)).is_ok());
+    assert!(
+        verify(
+            &signed_raw(&good_header, &good_claims),
+            &KEYS,
+            now,
+            &policy(5)
+        )
+        .is_ok()
+    );
 
     let headers = [
         format!(r#"{{"alg":"RS256","alg":"none","kid":"{kid}"}}"#),
@@ -228,7 +233,9 @@ fn a_key_repeated_in_the_header_or_among_the_claims_is_rejected() {
     for header in headers {
         assert_eq!(
             verify(&signed_raw(&header, &good_claims), &KEYS, now, &policy(5)).map(|_| ()),
-            Err(TokenError::Invalid("the token header is not base64url JSON")),
+            Err(TokenError::Invalid(
+                "the token header is not base64url JSON"
+            )),
             "{header}"
         );
     }
@@ -265,9 +272,16 @@ fn a_key_repeated_in_the_header_or_among_the_claims_is_rejected() {
                 payload
             };
             assert_eq!(
-                verify(&signed_raw(&good_header, &payload_with_dup), &KEYS, now, &policy(5))
-                    .map(|_| ()),
-                Err(TokenError::Invalid("the token payload is not base64url JSON")),
+                verify(
+                    &signed_raw(&good_header, &payload_with_dup),
+                    &KEYS,
+                    now,
+                    &policy(5)
+                )
+                .map(|_| ()),
+                Err(TokenError::Invalid(
+                    "the token payload is not base64url JSON"
+                )),
                 "{payload_with_dup}"
             );
         }
