@@ -19,8 +19,11 @@
 //!   of checks 5–10 and building the claims (the claim checks cannot be called on their own).
 //! - `verify/unknown-kid`: rejected at check 3, before any RSA work.
 //! - `extract-token`: finding the token in the `Authorization` header.
-//! - `cache/...` (prospective, nothing in the service caches verifications yet): what a cache
-//!   of verification results keyed by SHA-256 of the token would cost on a hit.
+//! - `verifier/...`: the service's own `Verifier` (key store with the key pinned, the policy, the
+//!   cache of verified tokens, the metrics), as a request calls it: `cached` is a hit in the
+//!   verified-token cache, `uncached` the same verifier with the cache turned off.
+//! - `cache/...`: the floor of a verified-token cache hit (SHA-256 of the token, a map lookup, a
+//!   clone of the claims), without the concurrent cache's own bookkeeping.
 
 use std::{
     collections::HashMap,
@@ -32,10 +35,12 @@ use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clerk_users::{
     auth::{
-        Claims, Policy, extract_token,
-        keys::KeySet,
+        Claims, Policy, Verifier, extract_token,
+        keys::{KeySet, KeyStore},
         token::{self, verify},
     },
+    metrics::Metrics,
+    settings::Settings,
     testkit::{ClerkStandIn, SigningKey},
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -45,6 +50,8 @@ use serde_json::{Value, json};
 const ISSUER: &str = "https://clerk.bench.example.org";
 
 struct Fixture {
+    /// The key's public half as `CLERK_JWT_KEY` takes it.
+    pem: String,
     keys: KeySet,
     policy: Policy,
     now: f64,
@@ -98,6 +105,7 @@ fn fixture() -> Fixture {
         accept_pending: false,
     };
     let f = Fixture {
+        pem: key.public_pem(),
         keys,
         policy,
         now: now as f64,
@@ -181,7 +189,46 @@ fn token_benches(c: &mut Criterion) {
     });
     g.finish();
 
-    // Prospective: a hit in a cache of verification results keyed by SHA-256 of the token.
+    // The service's verifier, with the key pinned (no network), on a runtime of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let settings = Settings::from_overrides(&[
+        ("database_url", "postgres://bench@127.0.0.1:1/bench"),
+        ("clerk_secret_key", "sk_test_bench"),
+        ("clerk_issuer", ISSUER),
+        ("clerk_jwt_key", &f.pem),
+    ])
+    .expect("bench settings");
+    let verifier = |cache_entries: u64| {
+        let _guard = runtime.enter();
+        let metrics = Metrics::default();
+        let keys = KeyStore::new(&settings.clerk, reqwest::Client::new(), metrics.clone());
+        Verifier::new(keys, f.policy.clone(), cache_entries, metrics)
+    };
+    let mut g = c.benchmark_group("verifier");
+    g.throughput(Throughput::Elements(1));
+    let cached = verifier(1000);
+    runtime.block_on(cached.verify(&f.token)).unwrap();
+    g.bench_function("cached", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(cached.verify(black_box(&f.token)))
+                .unwrap()
+        })
+    });
+    let uncached = verifier(0);
+    g.bench_function("uncached", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(uncached.verify(black_box(&f.token)))
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    // The floor of a cache hit: SHA-256 of the token, a map lookup, a clone of the claims.
     let mut g = c.benchmark_group("cache");
     g.throughput(Throughput::Elements(1));
     let digest = |t: &str| -> [u8; 32] {
