@@ -17,6 +17,7 @@ use crate::{
     clerk::{self, ClerkApi},
     db,
     metrics::Metrics,
+    net::{DeadlineAcceptor, Limits},
     settings::Settings,
     users::{Users, cache::UserCache},
     webhooks::SvixVerifier,
@@ -171,7 +172,9 @@ impl Application {
     ) -> std::io::Result<()> {
         let app = build_app(self.state.clone(), &self.settings);
         tracing::info!(addr = %self.addr, "listening");
-        let result = Server::new_with_acceptor(self.acceptor)
+        // Deadlines per connection: a client trickling its request, or idling, is cut off.
+        let limits = Limits::for_request_timeout(self.settings.request_timeout);
+        let result = Server::new_with_acceptor(DeadlineAcceptor::new(self.acceptor, limits))
             .run_with_graceful_shutdown(app, shutdown, Some(self.settings.shutdown_grace))
             .await;
         for task in self.background {
