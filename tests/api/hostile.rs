@@ -274,7 +274,7 @@ fn slow_request() -> Vec<u8> {
 }
 
 /// The service as `Application::run_until_stopped` serves it, with the listener wrapped in
-/// `net::DeadlineAcceptor` (the hook proposed for `src/app.rs`).
+/// `net::DeadlineAcceptor`, as `Application::run_until_stopped` does, and a shorter time limit.
 struct Guarded {
     addr: SocketAddr,
     clerk: ClerkStandIn,
