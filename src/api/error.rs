@@ -266,6 +266,19 @@ macro_rules! operation_errors {
 }
 pub(crate) use operation_errors;
 
+/// The whole body of a request whose extractor reads it itself (size already bounded by the
+/// middleware); a body that cannot be read is a 400.
+pub async fn read_body(body: &mut poem::RequestBody) -> poem::Result<Vec<u8>> {
+    body.take()?.into_vec().await.map_err(|_| {
+        ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "the body could not be read",
+        )
+        .into()
+    })
+}
+
 /// The router's catch-all: errors that did not come from our own responses (unknown route, wrong
 /// method, a body the framework could not parse, …) become problem+json too.
 pub async fn problem_for(err: poem::Error) -> Response {

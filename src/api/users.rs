@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     ApiTags,
-    error::{ApiError, Problem, operation_errors},
+    error::{ApiError, Problem, operation_errors, read_body},
     middleware::limit_16k,
 };
 use crate::{app::AppState, auth::Session, db::users::UserRow};
@@ -140,13 +140,7 @@ impl<'a> ApiExtractor<'a> for MetadataPatch {
             )
             .into());
         }
-        let bytes = body.take()?.into_vec().await.map_err(|_| {
-            ApiError::client(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "the body could not be read",
-            )
-        })?;
+        let bytes = read_body(body).await?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::client(
                 StatusCode::BAD_REQUEST,

@@ -15,7 +15,7 @@ use poem_openapi::{
 
 use super::{
     ApiTags,
-    error::{ApiError, Problem, operation_errors},
+    error::{ApiError, Problem, operation_errors, read_body},
 };
 use crate::{
     app::AppState,
@@ -91,13 +91,7 @@ impl<'a> ApiExtractor<'a> for VerifiedEvent {
             let detail = "webhooks are not enabled (CLERK_WEBHOOK_SECRET is unset)";
             return Err(ApiError::client(StatusCode::NOT_FOUND, "not-found", detail).into());
         };
-        let bytes = body.take()?.into_vec().await.map_err(|_| {
-            ApiError::client(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "the body could not be read",
-            )
-        })?;
+        let bytes = read_body(body).await?;
         let svix_id = header(req, "svix-id");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
