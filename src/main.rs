@@ -39,12 +39,20 @@ fn run(command: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Declared first so it is dropped last: it writes out the log lines still queued.
+    let (log_writer, _flush_logs) = match telemetry::batched_stdout() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("clerk-users: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = if command == "migrate" {
         let settings = match Settings::load_database_only() {
             Ok(s) => s,
             Err(e) => return config_error(e),
         };
-        telemetry::init(settings.log_format, &settings.rust_log, std::io::stdout);
+        telemetry::init(settings.log_format, &settings.rust_log, log_writer);
         runtime.block_on(async move {
             let pool = db::create_pool(&settings.database);
             let applied = db::migrate(&pool).await?;
@@ -56,7 +64,7 @@ fn run(command: &str) -> ExitCode {
             Ok(s) => s,
             Err(e) => return config_error(e),
         };
-        telemetry::init(settings.log_format, &settings.rust_log, std::io::stdout);
+        telemetry::init(settings.log_format, &settings.rust_log, log_writer);
         runtime.block_on(async move {
             let app = app::Application::build(settings).await?;
             app.run_until_stopped(app::shutdown_signal()).await?;

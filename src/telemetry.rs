@@ -1,11 +1,19 @@
 //! Logging (§8): one JSON object a line on stdout (or a readable format for people), filtered by
 //! `RUST_LOG`. Request-scoped fields come from the span opened in `api::middleware`.
 
+mod json;
+mod stdout;
+
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
+pub use self::{
+    json::JsonLines,
+    stdout::{Batched, BatchedStdout, FlushOnDrop, batched_stdout},
+};
 use crate::settings::LogFormat;
 
-/// Install the global subscriber. `writer` is stdout in the binary and a capture in the tests.
+/// Install the global subscriber. `writer` is [`batched_stdout`] in the binaries and a capture in
+/// the tests.
 pub fn init<W>(format: LogFormat, filter: &str, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -16,11 +24,8 @@ where
         .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_target(true)
+            .fmt_fields(JsonLines)
+            .event_format(JsonLines)
             .try_init(),
         LogFormat::Pretty => builder.with_target(true).try_init(),
     };
