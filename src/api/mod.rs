@@ -3,6 +3,7 @@
 pub mod error;
 pub mod health;
 pub mod middleware;
+pub mod payload;
 pub mod users;
 pub mod webhooks;
 

@@ -16,12 +16,13 @@ use super::{
     ApiTags,
     error::{ApiError, Problem, operation_errors, read_body},
     middleware::limit_16k,
+    payload::SerdeJson,
 };
 use crate::{app::AppState, auth::Session, db::users::UserRow};
 
 /// The service's record of a Clerk user. Every key is always present; `null` where Clerk has no
 /// value.
-#[derive(Debug, Clone, PartialEq, Object, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Object, serde::Serialize, serde::Deserialize)]
 #[oai(rename = "User")]
 pub struct User {
     /// The service's own id for this user (UUIDv7).
@@ -210,7 +211,7 @@ operation_errors!(PatchMeError {
 pub enum UserResponse {
     /// The user's record.
     #[oai(status = 200)]
-    Ok(Json<User>),
+    Ok(SerdeJson<User>),
 }
 
 #[derive(ApiResponse)]
@@ -239,7 +240,7 @@ impl UsersApi {
             .get_or_create(&session.claims.user_id)
             .await
             .map_err(ApiError::from)?;
-        Ok(UserResponse::Ok(Json(row.into())))
+        Ok(UserResponse::Ok(SerdeJson(row.into())))
     }
 
     /// Change the user's metadata
@@ -263,7 +264,7 @@ impl UsersApi {
             .patch_metadata(&session.claims.user_id, &body.0)
             .await
             .map_err(ApiError::from)?;
-        Ok(UserResponse::Ok(Json(row.into())))
+        Ok(UserResponse::Ok(SerdeJson(row.into())))
     }
 
     /// Delete the local record
@@ -282,5 +283,45 @@ impl UsersApi {
             .await
             .map_err(ApiError::from)?;
         Ok(Deleted::NoContent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON;
+
+    use super::*;
+
+    /// The response is written with serde ([`SerdeJson`]); the document describes `ToJSON`.
+    #[test]
+    fn serde_writes_what_the_openapi_type_describes() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_795_000_000_123_456_000).unwrap();
+        let full = User {
+            id: Uuid::now_v7(),
+            clerk_id: "user_2abc".into(),
+            email: Some("ada@example.org".into()),
+            first_name: Some("Ada \"the first\"".into()),
+            last_name: Some("Lovelace".into()),
+            username: Some("ada".into()),
+            image_url: Some("https://img.clerk.com/x".into()),
+            metadata: serde_json::from_str(r#"{"theme":"dark","n":[1,2.5,null],"o":{"a":true}}"#)
+                .unwrap(),
+            created_at: at,
+            updated_at: OffsetDateTime::from_unix_timestamp(1_795_000_001).unwrap(),
+        };
+        let empty = User {
+            email: None,
+            first_name: None,
+            last_name: None,
+            username: None,
+            image_url: None,
+            metadata: BTreeMap::new(),
+            ..full.clone()
+        };
+        for user in [full, empty] {
+            let serde = serde_json::to_value(&user).unwrap();
+            assert_eq!(serde, user.to_json().unwrap());
+            assert_eq!(serde.as_object().unwrap().len(), 10, "{serde}");
+        }
     }
 }
