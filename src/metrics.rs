@@ -1,6 +1,6 @@
 //! Process-wide counters and the latency histogram, rendered in Prometheus' text format (§8).
-//! Recording is a short lock or an atomic add; nothing here allocates per request once a label set
-//! has been seen.
+//! Recording is a short lock or an atomic add; labels are `&'static str`, so nothing here allocates
+//! per request once a label set has been seen.
 
 use std::{
     collections::BTreeMap,
@@ -27,8 +27,8 @@ struct Histogram {
 #[derive(Default)]
 struct Inner {
     /// (family, label name, label value) → count
-    counters: Mutex<BTreeMap<(&'static str, &'static str, String), u64>>,
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    counters: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Histogram,
 }
 
@@ -71,22 +71,18 @@ const FAMILIES: &[(&str, &str, &str)] = &[
 ];
 
 impl Metrics {
-    fn count(&self, family: &'static str, label: &'static str, value: &str) {
+    fn count(&self, family: &'static str, label: &'static str, value: &'static str) {
         let mut map = self.0.counters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&(family, label, value.to_string())) {
-            *n += 1;
-        } else {
-            map.insert((family, label, value.to_string()), 1);
-        }
+        *map.entry((family, label, value)).or_insert(0) += 1;
     }
 
-    pub fn token_verification(&self, outcome: &str) {
+    pub fn token_verification(&self, outcome: &'static str) {
         self.count(FAMILIES[0].0, FAMILIES[0].1, outcome);
     }
-    pub fn key_fetch(&self, outcome: &str) {
+    pub fn key_fetch(&self, outcome: &'static str) {
         self.count(FAMILIES[1].0, FAMILIES[1].1, outcome);
     }
-    pub fn clerk_call(&self, outcome: &str) {
+    pub fn clerk_call(&self, outcome: &'static str) {
         self.count(FAMILIES[2].0, FAMILIES[2].1, outcome);
     }
     pub fn user_cache(&self, hit: bool) {
@@ -112,16 +108,14 @@ impl Metrics {
     }
 
     /// One finished request: `route` is the matched route template, never the raw path.
-    pub fn request(&self, route: &str, status: u16, latency: Duration) {
-        {
-            let mut map = self.0.requests.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get_mut(&(route.to_string(), status)) {
-                Some(n) => *n += 1,
-                None => {
-                    map.insert((route.to_string(), status), 1);
-                }
-            }
-        }
+    pub fn request(&self, route: &'static str, status: u16, latency: Duration) {
+        *self
+            .0
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((route, status))
+            .or_insert(0) += 1;
         let h = &self.0.latency;
         let secs = latency.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
@@ -185,7 +179,7 @@ impl Metrics {
         for (family, label, help) in FAMILIES {
             let _ = writeln!(out, "# HELP {family} {help}");
             let _ = writeln!(out, "# TYPE {family} counter");
-            for ((f, _, value), n) in counters.range((*family, *label, String::new())..) {
+            for ((f, _, value), n) in counters.range((*family, *label, "")..) {
                 if f != family {
                     break;
                 }

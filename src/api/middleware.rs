@@ -22,6 +22,35 @@ pub fn valid_request_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// A fresh UUIDv7, as 32 hex digits. The random part comes from a per-thread generator seeded
+/// once from the system's (uuid's own `now_v7` asks the kernel for randomness on every id, a
+/// system call on the hot path); a request id must be unique, not secret.
+fn new_request_id() -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(uuid::Uuid::now_v7().as_u64_pair().1);
+    }
+    // SplitMix64: a full-period sequence per thread, well mixed.
+    let next = || {
+        let s = STATE.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        STATE.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&next().to_le_bytes());
+    random[8..].copy_from_slice(&next().to_le_bytes()[..2]);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .simple()
+        .to_string()
+}
+
 /// Known routes by their template; anything else is counted as `other`, so a scanner cannot
 /// blow up the metrics' label sets.
 fn route_label(path: &str, status: StatusCode) -> &'static str {
@@ -153,7 +182,7 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         let start = Instant::now();
         let request_id = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
             Some(id) if valid_request_id(id) => id.to_string(),
-            _ => uuid::Uuid::now_v7().simple().to_string(),
+            _ => new_request_id(),
         };
         let path = req.uri().path().to_string();
         let span = tracing::info_span!(
@@ -200,5 +229,17 @@ mod tests {
         assert!(!valid_request_id("a b"));
         assert!(!valid_request_id("a\"b"));
         assert!(!valid_request_id("ä"));
+    }
+
+    #[test]
+    fn generated_request_ids_are_valid_distinct_uuid_v7() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            assert!(valid_request_id(id), "{id}");
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 7, "{id}");
+        }
     }
 }

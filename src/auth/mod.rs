@@ -184,7 +184,8 @@ impl Verifier {
         self.cache.as_ref().map_or(0, |c| c.entry_count())
     }
 
-    pub async fn verify(&self, raw: &str) -> Result<Claims, AuthError> {
+    /// Checks 1–10 of §3, or the verified-token cache. Shared: a cache hit copies nothing.
+    pub async fn verify(&self, raw: &str) -> Result<Arc<Claims>, AuthError> {
         // The cache is consulted only while the keys are usable, so stale keys still give 503.
         let key = match (&self.cache, self.keys.current()) {
             (Some(cache), Ok(set)) => {
@@ -192,14 +193,14 @@ impl Verifier {
                 if let Some(hit) = cache.get(&key).await {
                     self.metrics.token_cache(true);
                     self.metrics.token_verification("ok");
-                    return Ok((*hit.claims).clone());
+                    return Ok(hit.claims);
                 }
                 self.metrics.token_cache(false);
                 Some((cache, key))
             }
             _ => None,
         };
-        let result = self.verify_inner(raw).await;
+        let result = self.verify_inner(raw).await.map(Arc::new);
         if let (Some((cache, key)), Ok(claims)) = (key, &result) {
             let until = claims.expires_at + self.policy.clock_skew_secs as f64;
             let ttl = Duration::from_secs_f64((until - now()).clamp(0.0, 86_400.0));
@@ -207,7 +208,7 @@ impl Verifier {
                 .insert(
                     key,
                     Verified {
-                        claims: Arc::new(claims.clone()),
+                        claims: Arc::clone(claims),
                         ttl,
                     },
                 )
@@ -253,7 +254,7 @@ impl Verifier {
 /// A verified Clerk session: what protected operations take. Its extractor runs every check.
 #[derive(Debug, Clone)]
 pub struct Session {
-    pub claims: Claims,
+    pub claims: Arc<Claims>,
 }
 
 impl<'a> ApiExtractor<'a> for Session {
