@@ -4,7 +4,7 @@
 
 pub mod cache;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use deadpool_postgres::Pool;
 
@@ -28,6 +28,24 @@ pub enum UsersError {
     MetadataTooLarge,
 }
 
+/// A user's row as read or stored, shared by the cache and the requests it answers.
+#[derive(Debug)]
+pub struct Known {
+    pub row: UserRow,
+    /// The API's JSON of `row`, made at most once however often a cached row is served
+    /// (`api::payload::JsonBody::encode_once`).
+    pub rendered: OnceLock<bytes::Bytes>,
+}
+
+impl Known {
+    pub fn new(row: UserRow) -> Arc<Self> {
+        Arc::new(Self {
+            row,
+            rendered: OnceLock::new(),
+        })
+    }
+}
+
 /// The largest `metadata` object stored, as JSON text.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
@@ -37,7 +55,7 @@ pub struct Users {
     clerk: ClerkApi,
     /// Concurrent first sights of one `sub` share a single load (moka coalesces `try_get_with`).
     /// Entries are dropped as soon as the load ends: rows are read from the database, not here.
-    first_sight: moka::future::Cache<String, Arc<UserRow>>,
+    first_sight: moka::future::Cache<String, Arc<Known>>,
     cache: UserCache,
     metrics: Metrics,
 }
@@ -58,16 +76,17 @@ impl Users {
         &self.cache
     }
 
-    pub async fn get_or_create(&self, clerk_id: &str) -> Result<UserRow, UsersError> {
-        if let Some(row) = self.cache.get(clerk_id).await {
+    pub async fn get_or_create(&self, clerk_id: &str) -> Result<Arc<Known>, UsersError> {
+        if let Some(known) = self.cache.get(clerk_id).await {
             self.metrics.user_lookup(true);
-            return Ok((*row).clone());
+            return Ok(known);
         }
         let epoch = self.cache.epoch();
         if let Some(row) = self.find(clerk_id).await? {
-            self.cache.insert(&row, epoch).await;
+            let known = Known::new(row);
+            self.cache.insert(&known, epoch).await;
             self.metrics.user_lookup(true);
-            return Ok(row);
+            return Ok(known);
         }
         self.metrics.user_lookup(false);
         let result = self
@@ -75,7 +94,7 @@ impl Users {
             .try_get_with_by_ref(clerk_id, async {
                 // Another flight may have finished between our miss and taking this one.
                 if let Some(row) = self.find(clerk_id).await? {
-                    return Ok(Arc::new(row));
+                    return Ok(Known::new(row));
                 }
                 let user = self.clerk.get_user(clerk_id).await?;
                 if user.id != clerk_id {
@@ -90,15 +109,12 @@ impl Users {
                 // Another replica may have stored (and cached) an older version meanwhile.
                 db::notify::user_changed(&client, clerk_id).await?;
                 tracing::info!(user_id = %row.id, "first sight: user stored");
-                Ok::<_, UsersError>(Arc::new(row))
+                Ok::<_, UsersError>(Known::new(row))
             })
             .await;
         self.first_sight.invalidate(clerk_id).await;
         self.cache.invalidate(clerk_id).await;
-        match result {
-            Ok(row) => Ok((*row).clone()),
-            Err(shared) => Err(unshare(&shared)),
-        }
+        result.map_err(|shared| unshare(&shared))
     }
 
     /// Apply a JSON Merge Patch (RFC 7396) to the user's `metadata`, creating the user first on

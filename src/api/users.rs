@@ -16,7 +16,7 @@ use super::{
     ApiTags,
     error::{ApiError, Problem, operation_errors, read_body},
     middleware::limit_16k,
-    payload::SerdeJson,
+    payload::JsonBody,
 };
 use crate::{app::AppState, auth::Session, db::users::UserRow};
 
@@ -211,7 +211,7 @@ operation_errors!(PatchMeError {
 pub enum UserResponse {
     /// The user's record.
     #[oai(status = 200)]
-    Ok(SerdeJson<User>),
+    Ok(JsonBody<User>),
 }
 
 #[derive(ApiResponse)]
@@ -235,12 +235,13 @@ impl UsersApi {
         state: poem::web::Data<&AppState>,
         session: Session,
     ) -> Result<UserResponse, MeError> {
-        let row = state
+        let known = state
             .users
             .get_or_create(&session.claims.user_id)
             .await
             .map_err(ApiError::from)?;
-        Ok(UserResponse::Ok(SerdeJson(row.into())))
+        let body = JsonBody::encode_once(&known.rendered, || User::from(known.row.clone()))?;
+        Ok(UserResponse::Ok(body))
     }
 
     /// Change the user's metadata
@@ -264,7 +265,7 @@ impl UsersApi {
             .patch_metadata(&session.claims.user_id, &body.0)
             .await
             .map_err(ApiError::from)?;
-        Ok(UserResponse::Ok(SerdeJson(row.into())))
+        Ok(UserResponse::Ok(JsonBody::encode(&row.into())?))
     }
 
     /// Delete the local record
@@ -292,7 +293,7 @@ mod tests {
 
     use super::*;
 
-    /// The response is written with serde ([`SerdeJson`]); the document describes `ToJSON`.
+    /// The response is written with serde ([`JsonBody`]); the document describes `ToJSON`.
     #[test]
     fn serde_writes_what_the_openapi_type_describes() {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_795_000_000_123_456_000).unwrap();

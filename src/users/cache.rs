@@ -14,10 +14,11 @@ use std::{
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::{db::notify::CHANNEL, db::users::UserRow, metrics::Metrics, settings::Secret};
+use super::Known;
+use crate::{db::notify::CHANNEL, metrics::Metrics, settings::Secret};
 
 struct Inner {
-    cache: moka::future::Cache<String, Arc<UserRow>>,
+    cache: moka::future::Cache<String, Arc<Known>>,
     /// True while the listener is connected and listening.
     live: AtomicBool,
     /// Bumped by every invalidation: a row read before an invalidation is not cached after it.
@@ -51,7 +52,7 @@ impl UserCache {
     }
 
     /// A cached row, only while invalidations are being received.
-    pub async fn get(&self, clerk_id: &str) -> Option<Arc<UserRow>> {
+    pub async fn get(&self, clerk_id: &str) -> Option<Arc<Known>> {
         let inner = self.0.as_ref()?;
         if !inner.live.load(Ordering::Acquire) {
             return None;
@@ -69,12 +70,12 @@ impl UserCache {
     }
 
     /// Cache a row read at `epoch`, unless something was invalidated since.
-    pub async fn insert(&self, row: &UserRow, epoch: u64) {
+    pub async fn insert(&self, known: &Arc<Known>, epoch: u64) {
         let Some(inner) = &self.0 else { return };
         if inner.live.load(Ordering::Acquire) && inner.epoch.load(Ordering::Acquire) == epoch {
             inner
                 .cache
-                .insert(row.clerk_id.clone(), Arc::new(row.clone()))
+                .insert(known.row.clerk_id.clone(), Arc::clone(known))
                 .await;
         }
     }
