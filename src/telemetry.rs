@@ -1,13 +1,16 @@
-//! Logging (§8): one JSON object a line on stdout (or a readable format for people), filtered by
-//! `RUST_LOG`. Request-scoped fields come from the span opened in `api::middleware`.
+//! Logging (§8): one JSON object a line on stdout (or a readable line for people), filtered by
+//! `RUST_LOG`. Request-scoped fields come from the [`RequestScope`] `api::middleware` runs each
+//! request in.
 
-mod json;
+mod format;
+mod scope;
 mod stdout;
 
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 pub use self::{
-    json::JsonLines,
+    format::Lines,
+    scope::{RequestScope, in_request, record_clerk_id},
     stdout::{Batched, BatchedStdout, FlushOnDrop, batched_stdout},
 };
 use crate::settings::LogFormat;
@@ -22,11 +25,8 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let _ = match format {
-        LogFormat::Json => builder
-            .fmt_fields(JsonLines)
-            .event_format(JsonLines)
-            .try_init(),
-        LogFormat::Pretty => builder.with_target(true).try_init(),
+    let lines = Lines {
+        json: format == LogFormat::Json,
     };
+    let _ = builder.fmt_fields(lines).event_format(lines).try_init();
 }

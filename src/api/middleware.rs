@@ -1,17 +1,18 @@
-//! The outermost layer of every request (§8): the request id, the tracing span every log line of
-//! the request carries, the body and time limits, the metrics, and the last conversion of any
+//! The outermost layer of every request (§8): the request id, the request scope every log line of
+//! the request carries (`telemetry::RequestScope`), the body and time limits, the metrics, and the last conversion of any
 //! error into problem+json. Nothing leaves the service without passing here.
 
 use std::time::{Duration, Instant};
 
+use super::error::{ApiError, problem_for};
+use crate::{
+    metrics::Metrics,
+    telemetry::{RequestScope, in_request},
+};
 use poem::{
     Body, Endpoint, IntoResponse, Middleware, Request, Response,
     http::{HeaderValue, StatusCode, header},
 };
-use tracing::{Instrument, field::Empty};
-
-use super::error::{ApiError, problem_for};
-use crate::metrics::Metrics;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -76,16 +77,20 @@ fn route_label(path: &str, status: StatusCode) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Bytes of an over-long chunked body read and thrown away before its 413 goes out.
+const DRAIN: usize = 1024 * 1024;
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        format!("the request body is larger than {limit} bytes"),
+    )
+}
+
 /// 413 for a declared length over `limit`; a chunked body is read up to the limit here so that no
 /// handler ever sees more.
 pub async fn limit_body(mut req: Request, limit: usize) -> Result<Request, ApiError> {
-    let too_large = || {
-        ApiError::client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            format!("the request body is larger than {limit} bytes"),
-        )
-    };
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: u64 = len
             .to_str()
@@ -99,17 +104,49 @@ pub async fn limit_body(mut req: Request, limit: usize) -> Result<Request, ApiEr
                 )
             })?;
         if len > limit as u64 {
-            return Err(too_large());
+            return Err(too_large(limit));
         }
     } else if req.headers().contains_key(header::TRANSFER_ENCODING) {
-        let bytes = req
-            .take_body()
-            .into_bytes_limit(limit)
-            .await
-            .map_err(|_| too_large())?;
+        let bytes = read_chunked(req.take_body(), limit).await?;
         req.set_body(Body::from(bytes));
     }
     Ok(req)
+}
+
+/// A body of undeclared length, up to `limit` bytes. Past the limit the rest is read and dropped
+/// (up to [`DRAIN`]) before the 413: a server that closes a connection with bytes still unread
+/// makes the kernel reset it, and the client may lose the answer with it.
+async fn read_chunked(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let unreadable = |e: std::io::Error| {
+        ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("the request body could not be read: {e}"),
+        )
+    };
+    let mut reader = body.into_async_read();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut read = 0;
+    loop {
+        let n = reader.read(&mut buf).await.map_err(unreadable)?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+        if read > limit {
+            if read > limit + DRAIN {
+                break;
+            }
+            continue;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    if read > limit {
+        return Err(too_large(limit));
+    }
+    Ok(data)
 }
 
 /// A tighter body limit for one operation (poem-openapi `transform`).
@@ -163,15 +200,20 @@ pub struct RequestContextEndpoint<E> {
 
 impl<E: Endpoint> RequestContextEndpoint<E> {
     async fn handle(&self, req: Request) -> Response {
-        let req = match limit_body(req, self.body_limit).await {
-            Ok(req) => req,
-            Err(e) => return e.into_response(),
+        // Reading a chunked body counts against the request's time too.
+        let work = async {
+            let req = match limit_body(req, self.body_limit).await {
+                Ok(req) => req,
+                Err(e) => return e.into_response(),
+            };
+            match self.inner.call(req).await {
+                Ok(resp) => resp.into_response(),
+                Err(err) => problem_for(err).await,
+            }
         };
-        match tokio::time::timeout(self.timeout, self.inner.call(req)).await {
-            Ok(Ok(resp)) => resp.into_response(),
-            Ok(Err(err)) => problem_for(err).await,
-            Err(_) => ApiError::Timeout.into_response(),
-        }
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| ApiError::Timeout.into_response())
     }
 }
 
@@ -184,35 +226,28 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             Some(id) if valid_request_id(id) => id.to_string(),
             _ => new_request_id(),
         };
+        let header = HeaderValue::from_str(&request_id);
         let path = req.uri().path().to_string();
-        let span = tracing::info_span!(
-            "request",
-            request_id = %request_id,
-            method = %req.method(),
-            path = %path,
-            clerk_id = Empty,
-        );
-        let mut resp = self.handle(req).instrument(span.clone()).await;
-
-        let status = resp.status();
-        let latency = start.elapsed();
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(REQUEST_ID, v);
-        }
-        self.metrics
-            .request(route_label(&path, status), status.as_u16(), latency);
-        // On the closing event rather than recorded into the span: the JSON formatter re-renders a
-        // span's fields on every record, which cost about a tenth of the hot path.
-        let latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        let status = status.as_u16();
-        span.in_scope(|| {
+        let scope = RequestScope::new(request_id, req.method().as_str(), path.clone());
+        in_request(scope, async move {
+            let mut resp = self.handle(req).await;
+            let status = resp.status();
+            let latency = start.elapsed();
+            if let Ok(v) = header {
+                resp.headers_mut().insert(REQUEST_ID, v);
+            }
+            self.metrics
+                .request(route_label(&path, status), status.as_u16(), latency);
+            let latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+            let status = status.as_u16();
             if status >= 500 {
                 tracing::warn!(status, latency_ms, "request finished");
             } else {
                 tracing::info!(status, latency_ms, "request finished");
             }
-        });
-        Ok(resp)
+            Ok(resp)
+        })
+        .await
     }
 }
 

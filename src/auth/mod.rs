@@ -311,7 +311,7 @@ impl<'a> ApiExtractor<'a> for Session {
         };
         let token = extract_token(req.headers()).map_err(ApiError::Auth)?;
         let claims = state.verifier.verify(token).await.map_err(ApiError::Auth)?;
-        tracing::Span::current().record("clerk_id", claims.user_id.as_str());
+        crate::telemetry::record_clerk_id(&claims.user_id);
         Ok(Session { claims })
     }
 }

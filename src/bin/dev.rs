@@ -28,7 +28,7 @@ use std::{
 
 use clerk_users::{
     app::{self, Application},
-    settings::{self, KEYS, LogFormat, RawSettings, Settings},
+    settings::{self, KEYS, RawSettings, Settings},
     telemetry,
     testkit::{
         self, ClerkStandIn, PgCluster, SigningKey,
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
             return ExitCode::from(78);
         }
     };
-    init_logging(settings.log_format, &settings.rust_log);
+    telemetry::init(settings.log_format, &settings.rust_log, std::io::stdout);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,24 +123,6 @@ fn main() -> ExitCode {
             eprintln!("clerk-users-dev: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The service's logging, but `pretty` without colours when stdout is no terminal (a file, a
-/// pipe) or `NO_COLOR` is set.
-fn init_logging(format: LogFormat, filter: &str) {
-    use std::io::IsTerminal;
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    if format == LogFormat::Pretty && !colour {
-        let filter = tracing_subscriber::EnvFilter::try_new(filter)
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(std::io::stdout)
-            .try_init();
-    } else {
-        telemetry::init(format, filter, std::io::stdout);
     }
 }
 

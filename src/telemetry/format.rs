@@ -1,0 +1,426 @@
+//! The log line (§8), written straight into the formatter's buffer. `json`: one object per event
+//! with `timestamp`, `level`, `message`, the event's fields, `target`, and `span`: the request the
+//! line belongs to (`scope`) or else the current tracing span, as its fields and `name`. `pretty`:
+//! the same on one readable line. A span's fields are kept as a ready fragment, so recording a
+//! field later appends to it; no event builds a `serde_json::Value`.
+
+use std::fmt::{self, Write};
+
+use tracing::{Event, Subscriber, field::Field};
+use tracing_subscriber::{
+    field::{RecordFields, Visit},
+    fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, format::Writer},
+    registry::LookupSpan,
+};
+
+use super::scope::{self, RequestScope};
+
+/// Formats events and span fields as JSON lines (`json: true`) or readable text.
+#[derive(Debug, Clone, Copy)]
+pub struct Lines {
+    pub json: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for Lines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let now = time::OffsetDateTime::now_utc();
+        if self.json {
+            w.write_str("{\"timestamp\":\"")?;
+            write_timestamp(&mut w, now)?;
+            write!(w, "\",\"level\":\"{}\"", meta.level())?;
+        } else {
+            write_timestamp(&mut w, now)?;
+            write!(w, " {:>5} {}:", meta.level(), meta.target())?;
+        }
+        let mut fields = Fields::new(&mut w, self.json, false);
+        event.record(&mut fields);
+        fields.result?;
+        if self.json {
+            w.write_str(",\"target\":")?;
+            write_str(&mut w, meta.target())?;
+        }
+        if let Some(result) = scope::with_current(|s| self.write_scope(&mut w, s)) {
+            result?;
+        } else if let Some(span) = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current())
+        {
+            let ext = span.extensions();
+            let fields = ext
+                .get::<FormattedFields<N>>()
+                .map_or("", |f| f.fields.as_str());
+            if self.json {
+                w.write_str(",\"span\":{")?;
+                if !fields.is_empty() {
+                    w.write_str(fields)?;
+                    w.write_char(',')?;
+                }
+                w.write_str("\"name\":")?;
+                write_str(&mut w, span.name())?;
+                w.write_char('}')?;
+            } else {
+                write!(w, " {}{{{}}}", span.name(), fields.trim_start())?;
+            }
+        }
+        w.write_str(if self.json { "}\n" } else { "\n" })
+    }
+}
+
+impl Lines {
+    fn write_scope(&self, w: &mut Writer<'_>, s: &RequestScope) -> fmt::Result {
+        let pairs = [
+            ("request_id", Some(s.request_id.as_str())),
+            ("method", Some(s.method.as_str())),
+            ("path", Some(s.path.as_str())),
+            ("clerk_id", s.clerk_id()),
+        ];
+        if self.json {
+            w.write_str(",\"span\":{")?;
+            for (key, value) in pairs {
+                if let Some(value) = value {
+                    write!(w, "\"{key}\":")?;
+                    write_str(w, value)?;
+                    w.write_char(',')?;
+                }
+            }
+            w.write_str("\"name\":\"request\"}")
+        } else {
+            w.write_str(" request{")?;
+            for (i, (key, value)) in pairs.into_iter().enumerate() {
+                if let Some(value) = value {
+                    write!(w, "{}{key}={value}", if i == 0 { "" } else { " " })?;
+                }
+            }
+            w.write_char('}')
+        }
+    }
+}
+
+impl<'w> FormatFields<'w> for Lines {
+    fn format_fields<R: RecordFields>(&self, mut w: Writer<'w>, fields: R) -> fmt::Result {
+        let mut v = Fields::new(&mut w, self.json, true);
+        fields.record(&mut v);
+        v.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let first = current.fields.is_empty();
+        let mut w = current.as_writer();
+        let mut v = Fields::new(&mut w, self.json, first);
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+/// Writes fields: `"name":value` pairs separated by commas (JSON), or ` name=value` (text, where
+/// the message comes bare). The first JSON pair gets a comma too unless `first` says it opens the
+/// list.
+struct Fields<'a, W> {
+    w: &'a mut W,
+    json: bool,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl<'a, W: Write> Fields<'a, W> {
+    fn new(w: &'a mut W, json: bool, first: bool) -> Self {
+        Self {
+            w,
+            json,
+            first,
+            result: Ok(()),
+        }
+    }
+
+    /// `value` writes the value as JSON (a string in quotes) or, for text, as it reads.
+    fn pair(&mut self, field: &Field, value: impl FnOnce(&mut W, bool) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        let first = std::mem::take(&mut self.first);
+        self.result = (|| {
+            if self.json {
+                if !first {
+                    self.w.write_char(',')?;
+                }
+                write_str(self.w, field.name())?;
+                self.w.write_char(':')?;
+            } else if field.name() == "message" {
+                self.w.write_char(' ')?;
+            } else {
+                write!(self.w, " {}=", field.name())?;
+            }
+            value(self.w, self.json)
+        })();
+    }
+
+    fn plain(&mut self, field: &Field, value: impl fmt::Display) {
+        self.pair(field, |w, _| write!(w, "{value}"));
+    }
+}
+
+impl<W: Write> Visit for Fields<'_, W> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // JSON has no NaN or infinity.
+        if value.is_finite() || !self.json {
+            self.plain(field, value);
+        } else {
+            self.plain(field, "null");
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.plain(field, value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.plain(field, value);
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.plain(field, value);
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.plain(field, value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.plain(field, value);
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.pair(field, |w, json| {
+            if json {
+                write_str(w, value)
+            } else {
+                w.write_str(value)
+            }
+        });
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.pair(field, |w, json| {
+            if json {
+                w.write_char('"')?;
+                write!(Escape(w), "{value:?}")?;
+                w.write_char('"')
+            } else {
+                write!(w, "{value:?}")
+            }
+        });
+    }
+}
+
+/// A JSON string literal.
+fn write_str<W: Write + ?Sized>(w: &mut W, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    Escape(w).write_str(s)?;
+    w.write_char('"')
+}
+
+/// Escapes what passes through it for the inside of a JSON string (RFC 8259 §7).
+struct Escape<'a, W: ?Sized>(&'a mut W);
+
+impl<W: Write + ?Sized> Write for Escape<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escaped = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[plain..i])?;
+            if escaped.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escaped)?;
+            }
+            plain = i + 1;
+        }
+        self.0.write_str(&s[plain..])
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, as `2026-11-26T10:48:39.362639Z`.
+fn write_timestamp(w: &mut impl Write, t: time::OffsetDateTime) -> fmt::Result {
+    write!(
+        w,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn escaped(s: &str) -> String {
+        let mut out = String::new();
+        write_str(&mut out, s).unwrap();
+        out
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_requires() {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "line\nbreak\r\t",
+            "\u{0}\u{1f}",
+            "ä ✓ 🦀",
+            "",
+        ] {
+            let json = escaped(s);
+            assert_eq!(serde_json::from_str::<String>(&json).unwrap(), s, "{json}");
+        }
+        assert_eq!(escaped("a\u{1}b"), "\"a\\u0001b\"");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        let t = time::Date::from_calendar_date(2026, time::Month::January, 2)
+            .unwrap()
+            .with_hms_micro(3, 4, 5, 6)
+            .unwrap()
+            .assume_utc();
+        let mut out = String::new();
+        write_timestamp(&mut out, t).unwrap();
+        assert_eq!(out, "2026-01-02T03:04:05.000006Z");
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines `log` writes in the given format, inside and outside a request.
+    fn lines(json: bool) -> Vec<String> {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .fmt_fields(Lines { json })
+            .event_format(Lines { json })
+            .finish();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(n = 3, ok = true, ratio = 0.5, text = "a \"b\"", "outside");
+            let scope = scope::RequestScope::new("req-1".into(), "GET", "/users/me".into());
+            runtime.block_on(scope::in_request(scope, async {
+                tracing::warn!("before auth");
+                scope::record_clerk_id("user_1");
+                tracing::info!(status = 200u16, "request finished");
+            }));
+            let span = tracing::info_span!("job", id = 7);
+            span.in_scope(|| tracing::info!(nan = f64::NAN, "in a span"));
+        });
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn json_lines_carry_the_request_or_the_span() {
+        let lines: Vec<serde_json::Value> = lines(true)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 4);
+        let outside = &lines[0];
+        assert_eq!(outside["message"], "outside");
+        assert_eq!(outside["level"], "INFO");
+        assert_eq!(outside["target"], module_path!());
+        assert_eq!(
+            (&outside["n"], &outside["ok"], &outside["ratio"]),
+            (&3.into(), &true.into(), &0.5.into())
+        );
+        assert_eq!(outside["text"], "a \"b\"");
+        assert!(outside.get("span").is_none());
+        assert!(
+            time::OffsetDateTime::parse(
+                outside["timestamp"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339
+            )
+            .is_ok()
+        );
+        let before = &lines[1]["span"];
+        assert_eq!(before["request_id"], "req-1");
+        assert_eq!(
+            (&before["method"], &before["path"]),
+            (&"GET".into(), &"/users/me".into())
+        );
+        assert!(before.get("clerk_id").is_none());
+        assert_eq!(lines[2]["span"]["clerk_id"], "user_1");
+        assert_eq!(lines[2]["status"], 200);
+        assert_eq!(
+            lines[3]["span"],
+            serde_json::json!({"id": 7, "name": "job"})
+        );
+        assert_eq!(lines[3]["nan"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn pretty_lines_read_the_same_on_one_line() {
+        let lines = lines(false);
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[0].ends_with(&format!(
+                " INFO {}: outside n=3 ok=true ratio=0.5 text=a \"b\"",
+                module_path!()
+            )),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(" WARN ")
+                && lines[1]
+                    .ends_with(": before auth request{request_id=req-1 method=GET path=/users/me}"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].ends_with(
+                "status=200 request{request_id=req-1 method=GET path=/users/me clerk_id=user_1}"
+            ),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].ends_with("in a span nan=NaN job{id=7}"),
+            "{}",
+            lines[3]
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! The request a log line belongs to (§8: `request_id`, `method`, `path`, and `clerk_id` once
+//! authenticated). Held in a task-local for the life of the request's future rather than in a
+//! tracing span: a span costs a registry slot, a formatted copy of its fields and a dispatch on
+//! every poll, which together were a tenth of `GET /users/me` (BENCHMARKS.md). The formatters
+//! (`format`) print it as the line's `span` object, as they would a span's fields.
+
+use std::{future::Future, sync::OnceLock};
+
+tokio::task_local! {
+    static SCOPE: RequestScope;
+}
+
+/// What every line logged while serving one request carries.
+#[derive(Debug)]
+pub struct RequestScope {
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    clerk_id: OnceLock<String>,
+}
+
+impl RequestScope {
+    pub fn new(request_id: String, method: &str, path: String) -> Self {
+        Self {
+            request_id,
+            method: method.to_owned(),
+            path,
+            clerk_id: OnceLock::new(),
+        }
+    }
+
+    pub fn clerk_id(&self) -> Option<&str> {
+        self.clerk_id.get().map(String::as_str)
+    }
+}
+
+/// Run `f` as the request `scope`: lines logged while it runs carry the scope's fields.
+pub async fn in_request<F: Future>(scope: RequestScope, f: F) -> F::Output {
+    SCOPE.scope(scope, f).await
+}
+
+/// The authenticated user, for the rest of the request's lines; the first call wins. Outside a
+/// request it does nothing.
+pub fn record_clerk_id(clerk_id: &str) {
+    let _ = SCOPE.try_with(|s| s.clerk_id.set(clerk_id.to_owned()));
+}
+
+/// Calls `f` with the current request's scope, if the caller runs inside one.
+pub(super) fn with_current<R>(f: impl FnOnce(&RequestScope) -> R) -> Option<R> {
+    SCOPE.try_with(f).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_scope_is_seen_inside_its_future_only() {
+        assert!(with_current(|_| ()).is_none());
+        record_clerk_id("user_outside"); // nothing to record into, and no panic
+        let scope = RequestScope::new("req-1".into(), "GET", "/users/me".into());
+        in_request(scope, async {
+            assert_eq!(
+                with_current(|s| s.clerk_id().map(str::to_owned)),
+                Some(None)
+            );
+            record_clerk_id("user_a");
+            tokio::task::yield_now().await;
+            record_clerk_id("user_b");
+            let seen = with_current(|s| (s.request_id.clone(), s.clerk_id().map(str::to_owned)));
+            assert_eq!(seen, Some(("req-1".into(), Some("user_a".into()))));
+        })
+        .await;
+        assert!(with_current(|_| ()).is_none());
+    }
+}
