@@ -23,9 +23,21 @@ use crate::{
     webhooks::SvixVerifier,
 };
 
-/// What handlers reach through request data. Every field is a cheap clone of shared state.
+/// What handlers reach through request data. One shared instance: poem's `data` copies it into
+/// every request, and a copy of the fields themselves (a dozen reference counts and the token
+/// policy's strings) showed up on the hot path.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<State>);
+
+impl std::ops::Deref for AppState {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+pub struct State {
     pub pool: Pool,
     pub verifier: Verifier,
     pub users: Users,
@@ -63,13 +75,13 @@ impl AppState {
             .as_ref()
             .and_then(|s| SvixVerifier::new(s.expose()))
             .map(Arc::new);
-        Self {
+        Self(Arc::new(State {
             pool,
             verifier,
             users,
             metrics,
             webhooks,
-        }
+        }))
     }
 }
 
