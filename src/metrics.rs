@@ -1,6 +1,7 @@
 //! Process-wide counters and the latency histogram, rendered in Prometheus' text format (§8).
-//! Recording is a short lock or an atomic add; labels are `&'static str`, so nothing here allocates
-//! per request once a label set has been seen.
+//! What every request counts (cache hits and misses, accepted tokens, the latency histogram) is an
+//! atomic add; the rest is a short lock. Labels are `&'static str`, so nothing here allocates per
+//! request.
 
 use std::{
     collections::BTreeMap,
@@ -28,6 +29,10 @@ struct Histogram {
 struct Inner {
     /// (family, label name, label value) → count
     counters: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    /// The hit/miss families ([`HIT_MISS`]), each as [hit, miss].
+    hit_miss: [[AtomicU64; 2]; 3],
+    /// `clerk_users_token_verifications_total{outcome="ok"}`, the one outcome of every request.
+    verified: AtomicU64,
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Histogram,
 }
@@ -70,14 +75,25 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Families counted in `Inner::hit_miss`, in its order, with their positions in [`FAMILIES`].
+const HIT_MISS: [usize; 3] = [3, 4, 5];
+
 impl Metrics {
+    fn hit_or_miss(&self, family: usize, hit: bool) {
+        self.0.hit_miss[family][usize::from(!hit)].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn count(&self, family: &'static str, label: &'static str, value: &'static str) {
         let mut map = self.0.counters.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry((family, label, value)).or_insert(0) += 1;
     }
 
     pub fn token_verification(&self, outcome: &'static str) {
-        self.count(FAMILIES[0].0, FAMILIES[0].1, outcome);
+        if outcome == "ok" {
+            self.0.verified.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.count(FAMILIES[0].0, FAMILIES[0].1, outcome);
+        }
     }
     pub fn key_fetch(&self, outcome: &'static str) {
         self.count(FAMILIES[1].0, FAMILIES[1].1, outcome);
@@ -85,26 +101,14 @@ impl Metrics {
     pub fn clerk_call(&self, outcome: &'static str) {
         self.count(FAMILIES[2].0, FAMILIES[2].1, outcome);
     }
+    pub fn user_lookup(&self, hit: bool) {
+        self.hit_or_miss(0, hit);
+    }
     pub fn user_cache(&self, hit: bool) {
-        self.count(
-            FAMILIES[4].0,
-            FAMILIES[4].1,
-            if hit { "hit" } else { "miss" },
-        );
+        self.hit_or_miss(1, hit);
     }
     pub fn token_cache(&self, hit: bool) {
-        self.count(
-            FAMILIES[5].0,
-            FAMILIES[5].1,
-            if hit { "hit" } else { "miss" },
-        );
-    }
-    pub fn user_lookup(&self, hit: bool) {
-        self.count(
-            FAMILIES[3].0,
-            FAMILIES[3].1,
-            if hit { "hit" } else { "miss" },
-        );
+        self.hit_or_miss(2, hit);
     }
 
     /// One finished request: `route` is the matched route template, never the raw path.
@@ -175,7 +179,25 @@ impl Metrics {
             "clerk_users_http_request_duration_seconds_count {count}"
         );
 
-        let counters = self.0.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counters = self
+            .0
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let verified = self.0.verified.load(Ordering::Relaxed);
+        if verified > 0 {
+            counters.insert((FAMILIES[0].0, FAMILIES[0].1, "ok"), verified);
+        }
+        for (slot, family) in HIT_MISS.into_iter().enumerate() {
+            let (name, label, _) = FAMILIES[family];
+            for (i, value) in ["hit", "miss"].into_iter().enumerate() {
+                let n = self.0.hit_miss[slot][i].load(Ordering::Relaxed);
+                if n > 0 {
+                    counters.insert((name, label, value), n);
+                }
+            }
+        }
         for (family, label, help) in FAMILIES {
             let _ = writeln!(out, "# HELP {family} {help}");
             let _ = writeln!(out, "# TYPE {family} counter");
