@@ -141,7 +141,7 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     settings: Settings,
-    /// The key refresher and the cache's invalidation listener.
+    /// The key refresher, the cache's invalidation listener and the memory trimmer.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -164,6 +164,7 @@ impl Application {
                 .users
                 .cache()
                 .spawn_listener(settings.database.config.clone()),
+            crate::memory::spawn_trimmer(),
         ]
         .into_iter()
         .flatten()

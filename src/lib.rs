@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod clerk;
 pub mod db;
+pub mod memory;
 pub mod merge_patch;
 pub mod metrics;
 pub mod net;
