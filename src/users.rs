@@ -76,6 +76,10 @@ impl Users {
         &self.cache
     }
 
+    pub fn clerk(&self) -> &ClerkApi {
+        &self.clerk
+    }
+
     pub async fn get_or_create(&self, clerk_id: &str) -> Result<Arc<Known>, UsersError> {
         if let Some(known) = self.cache.get(clerk_id).await {
             self.metrics.user_lookup(true);

@@ -9,7 +9,7 @@ use super::{
     ApiTags,
     error::{ApiError, Problem, operation_errors},
 };
-use crate::{app::AppState, db};
+use crate::{app::AppState, clerk::breaker::BreakerState, db};
 
 /// A one-word status.
 #[derive(Debug, Object, serde::Deserialize)]
@@ -130,7 +130,8 @@ impl HealthApi {
     /// Metrics
     ///
     /// Prometheus text format: requests by route and status, latency, token verifications by
-    /// outcome, key fetches and the key set's age, Backend API calls, user lookups, the pool.
+    /// outcome, key fetches and the key set's age, Backend API calls and the circuit breaker's
+    /// state, user lookups, the pool.
     #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
     async fn metrics(&self, state: poem::web::Data<&AppState>) -> MetricsResponse {
         let pool = state.pool.status();
@@ -147,6 +148,15 @@ impl HealthApi {
                 "clerk_users_signing_keys",
                 "Usable signing keys held.",
                 loaded,
+            ),
+            (
+                "clerk_users_clerk_breaker_state",
+                "The Backend API circuit breaker: 0 closed, 1 half-open (one probe), 2 open.",
+                match state.users.clerk().breaker().state() {
+                    BreakerState::Closed => 0.0,
+                    BreakerState::HalfOpen => 1.0,
+                    BreakerState::Open => 2.0,
+                },
             ),
             (
                 "clerk_users_user_cache_entries",

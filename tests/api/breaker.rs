@@ -63,6 +63,7 @@ async fn an_outage_opens_the_breaker_first_sights_fail_fast_and_it_closes_when_c
     }
 
     // Open: fast 503s with Retry-After; known users unaffected.
+    assert_eq!(breaker_gauge(&app).await, 2.0, "open");
     for _ in 0..10 {
         fails_fast(&app).await;
         assert_eq!(app.get_me(&app.token_for(&known)).await.status(), 200);
@@ -81,6 +82,24 @@ async fn an_outage_opens_the_breaker_first_sights_fail_fast_and_it_closes_when_c
         assert_eq!(app.clerk.user_calls_for(&user), 1);
     }
     assert_eq!(app.get_me(&app.token_for(&known)).await.status(), 200);
+    assert_eq!(breaker_gauge(&app).await, 0.0, "closed");
+}
+
+/// `clerk_users_clerk_breaker_state` from `/metrics`.
+async fn breaker_gauge(app: &TestApp) -> f64 {
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("clerk_users_clerk_breaker_state "))
+        .unwrap_or_else(|| panic!("no breaker gauge in {text}"))
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
