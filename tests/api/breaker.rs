@@ -87,14 +87,7 @@ async fn an_outage_opens_the_breaker_first_sights_fail_fast_and_it_closes_when_c
 
 /// `clerk_users_clerk_breaker_state` from `/metrics`.
 async fn breaker_gauge(app: &TestApp) -> f64 {
-    let text = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::helpers::metrics(app).await;
     text.lines()
         .find_map(|l| l.strip_prefix("clerk_users_clerk_breaker_state "))
         .unwrap_or_else(|| panic!("no breaker gauge in {text}"))

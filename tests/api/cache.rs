@@ -69,14 +69,7 @@ async fn a_write_through_one_instance_is_seen_through_the_other_within_100ms() {
     })
     .await;
     eprintln!("PATCH through A seen through B after {took:?}");
-    let metrics = b
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::helpers::metrics(&b).await;
     assert!(
         metrics.contains("clerk_users_user_cache_total{result=\"hit\"}"),
         "B served from its cache"
@@ -146,14 +139,7 @@ async fn a_cached_token_never_outlives_its_expiry() {
     let token = app.clerk.sign(&claims);
     assert_eq!(app.get_me(&token).await.status(), 200);
     assert_eq!(app.get_me(&token).await.status(), 200);
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::helpers::metrics(&app).await;
     assert!(
         metrics.contains("clerk_users_token_cache_total{result=\"hit\"} 1"),
         "{metrics}"

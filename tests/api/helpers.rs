@@ -1,6 +1,17 @@
 //! Small assertions shared by the areas.
 
-use clerk_users::api::error::Problem;
+use clerk_users::{api::error::Problem, testkit::TestApp};
+
+/// The `/metrics` text of `app`.
+pub async fn metrics(app: &TestApp) -> String {
+    app.get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
 
 /// Read a problem response, checking its media type and that `status` and `code` agree.
 pub async fn problem(

@@ -309,14 +309,7 @@ async fn metrics_expose_the_families_of_section_8() {
     assert_eq!(app.get_me(&app.token_for(&user)).await.status(), 200);
     assert_eq!(app.get_me(&app.token_for(&user)).await.status(), 200);
     let _ = app.get_me("garbage").await;
-    let text = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::helpers::metrics(&app).await;
     for needle in [
         "clerk_users_http_requests_total{route=\"/users/me\",status=\"200\"} 2",
         "clerk_users_http_requests_total{route=\"/users/me\",status=\"401\"} 1",
