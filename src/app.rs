@@ -98,19 +98,19 @@ pub fn build_app(state: AppState, settings: &Settings) -> impl Endpoint + 'stati
         .expose_headers(["x-request-id", "retry-after", "www-authenticate"])
         .allow_credentials(true)
         .max_age(600);
-    let document = Route::new().at("/openapi.json", spec).nest("/docs", docs);
-    Surface {
-        document,
+    let surface = Surface {
+        document: Route::new().at("/openapi.json", spec).nest("/docs", docs),
         operations: api.into_endpoint(),
-    }
-    // poem's Cors allows every origin when given none: add it only for a configured list.
-    .with_if(!settings.cors_allowed_origins.is_empty(), cors)
-    .with(RequestContext {
-        metrics: state.metrics.clone(),
-        timeout: settings.request_timeout,
-        body_limit: settings.request_body_limit,
-    })
-    .data(state)
+    };
+    surface
+        // poem's Cors allows every origin when given none: add it only for a configured list.
+        .with_if(!settings.cors_allowed_origins.is_empty(), cors)
+        .with(RequestContext {
+            metrics: state.metrics.clone(),
+            timeout: settings.request_timeout,
+            body_limit: settings.request_body_limit,
+        })
+        .data(state)
 }
 
 /// The top of the router: the OpenAPI document and Swagger UI by their paths, every other path to

@@ -1,17 +1,18 @@
 //! The outermost layer of every request (§8): the request id, the request scope every log line of
-//! the request carries (`telemetry::RequestScope`), the body and time limits, the metrics, and the last conversion of any
-//! error into problem+json. Nothing leaves the service without passing here.
+//! the request carries (`telemetry::RequestScope`), the body and time limits, the metrics, and the
+//! last conversion of any error into problem+json. Nothing leaves the service without passing here.
 
 use std::time::{Duration, Instant};
+
+use poem::{
+    Body, Endpoint, IntoResponse, Middleware, Request, Response,
+    http::{HeaderValue, StatusCode, header},
+};
 
 use super::error::{ApiError, problem_for};
 use crate::{
     metrics::Metrics,
     telemetry::{RequestScope, in_request},
-};
-use poem::{
-    Body, Endpoint, IntoResponse, Middleware, Request, Response,
-    http::{HeaderValue, StatusCode, header},
 };
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -23,9 +24,9 @@ pub fn valid_request_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-/// A fresh UUIDv7, as 32 hex digits. The random part comes from a per-thread generator seeded
-/// once from the system's (uuid's own `now_v7` asks the kernel for randomness on every id, a
-/// system call on the hot path); a request id must be unique, not secret.
+/// A fresh UUIDv7, as 32 hex digits. The random part comes from a per-thread generator seeded once
+/// from the system's randomness: uuid's own `now_v7` asks the kernel on every id, a system call on
+/// the hot path, and a request id must be unique, not secret.
 fn new_request_id() -> String {
     use std::cell::Cell;
     thread_local! {
