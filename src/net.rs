@@ -140,6 +140,31 @@ impl<T> DeadlineIo<T> {
             Poll::Pending => Ok(()),
         }
     }
+
+    /// The deadline side of a write: bytes written mean an answer in progress, which may stall at
+    /// most the answer limit; a write that cannot proceed is checked against that limit too.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match poll {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.enter(Phase::Answer);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                if self.phase != Phase::Answer {
+                    self.enter(Phase::Answer);
+                }
+                self.expired(cx)?;
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
@@ -184,23 +209,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    // Progress: an answer is being written, and may stall at most the limit.
-                    this.enter(Phase::Answer);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => {
-                if this.phase != Phase::Answer {
-                    this.enter(Phase::Answer);
-                }
-                this.expired(cx)?;
-                Poll::Pending
-            }
-            other => other,
-        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.after_write(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -209,22 +219,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.enter(Phase::Answer);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => {
-                if this.phase != Phase::Answer {
-                    this.enter(Phase::Answer);
-                }
-                this.expired(cx)?;
-                Poll::Pending
-            }
-            other => other,
-        }
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
