@@ -269,14 +269,19 @@ pub(crate) use operation_errors;
 /// The whole body of a request whose extractor reads it itself (size already bounded by the
 /// middleware); a body that cannot be read is a 400.
 pub async fn read_body(body: &mut poem::RequestBody) -> poem::Result<Vec<u8>> {
-    body.take()?.into_vec().await.map_err(|_| {
-        ApiError::client(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "the body could not be read",
-        )
-        .into()
-    })
+    body.take()?
+        .into_vec()
+        .await
+        .map_err(|_| unreadable_body().into())
+}
+
+/// 400 for a body the connection broke off (or otherwise could not deliver).
+pub fn unreadable_body() -> ApiError {
+    ApiError::client(
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        "the body could not be read",
+    )
 }
 
 /// The router's catch-all: errors that did not come from our own responses (unknown route, wrong

@@ -9,7 +9,7 @@ use poem::{
     http::{HeaderValue, StatusCode, header},
 };
 
-use super::error::{ApiError, problem_for};
+use super::error::{ApiError, problem_for, unreadable_body};
 use crate::{
     metrics::Metrics,
     telemetry::{RequestScope, in_request},
@@ -119,19 +119,12 @@ pub async fn limit_body(mut req: Request, limit: usize) -> Result<Request, ApiEr
 /// makes the kernel reset it, and the client may lose the answer with it.
 async fn read_chunked(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     use tokio::io::AsyncReadExt;
-    let unreadable = |e: std::io::Error| {
-        ApiError::client(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("the request body could not be read: {e}"),
-        )
-    };
     let mut reader = body.into_async_read();
     let mut data = Vec::new();
     let mut buf = [0u8; 8192];
     let mut read = 0;
     loop {
-        let n = reader.read(&mut buf).await.map_err(unreadable)?;
+        let n = reader.read(&mut buf).await.map_err(|_| unreadable_body())?;
         if n == 0 {
             break;
         }
