@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the token rules (contract §3) on one core, with a real RS256 key.
+//! Micro-benchmarks of the token rules (README, "How tokens are checked") on one core, with a real RS256 key.
 //!
 //! ```text
 //! cargo bench --bench verify
@@ -34,8 +34,9 @@ use std::{
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clerk_users::{
+    api::session::extract_token,
     auth::{
-        Claims, Policy, Verifier, extract_token,
+        Claims, Policy, Verifier,
         keys::{KeySet, KeyStore},
         token::{self, verify},
     },

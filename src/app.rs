@@ -1,4 +1,4 @@
-//! Assembly: [`AppState`], [`build_app`] (the one router, shared by `main`, the tests and the
+//! Assembly: [`app_state`], [`build_app`] (the one router, shared by `main`, the tests and the
 //! OpenAPI export) and [`Application`], which binds, serves and shuts down gracefully.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -12,42 +12,25 @@ use poem::{
 };
 
 use crate::{
-    api::{self, middleware::RequestContext},
+    api::{self, AppState, middleware::RequestContext, state::State},
     auth::{Policy, Verifier, keys::KeyStore},
-    clerk::{self, ClerkApi},
+    clerk::ClerkApi,
     db,
     metrics::Metrics,
-    net::{DeadlineAcceptor, Limits},
+    net::{self, DeadlineAcceptor, Limits},
     settings::Settings,
     users::{Users, cache::UserCache},
     webhooks::SvixVerifier,
 };
 
-/// What handlers reach through request data. One shared instance: poem's `data` copies it into
-/// every request, and a copy of the fields themselves (a dozen reference counts and the token
-/// policy's strings) showed up on the hot path.
-#[derive(Clone)]
-pub struct AppState(Arc<State>);
-
-impl std::ops::Deref for AppState {
-    type Target = State;
-
-    fn deref(&self) -> &State {
-        &self.0
-    }
-}
-
-pub struct State {
-    pub pool: Pool,
-    pub verifier: Verifier,
-    pub users: Users,
-    pub metrics: Metrics,
-    /// Set when `CLERK_WEBHOOK_SECRET` is.
-    pub webhooks: Option<Arc<SvixVerifier>>,
-}
-
-impl AppState {
-    pub fn new(settings: &Settings, pool: Pool, http: reqwest::Client, metrics: Metrics) -> Self {
+/// The domain parts the handlers reach, wired from the settings.
+pub fn app_state(
+    settings: &Settings,
+    pool: Pool,
+    http: reqwest::Client,
+    metrics: Metrics,
+) -> AppState {
+    {
         let keys = KeyStore::new(&settings.clerk, http.clone(), metrics.clone());
         let policy = Policy {
             issuer: settings.clerk.issuer.clone(),
@@ -75,13 +58,13 @@ impl AppState {
             .as_ref()
             .and_then(|s| SvixVerifier::new(s.expose()))
             .map(Arc::new);
-        Self(Arc::new(State {
+        AppState::new(State {
             pool,
             verifier,
             users,
             metrics,
             webhooks,
-        }))
+        })
     }
 }
 
@@ -154,7 +137,7 @@ impl Application {
         let applied = db::migrate(&pool).await?;
         tracing::info!(applied, "database schema up to date");
 
-        let state = AppState::new(&settings, pool, clerk::http_client(), metrics);
+        let state = app_state(&settings, pool, net::http_client(), metrics);
         if let Err(e) = state.verifier.keys.refresh().await {
             tracing::warn!(error = %e, "signing keys not loaded at start; retrying in the background");
         }

@@ -1,5 +1,5 @@
-//! The Clerk Backend API client (contract §5): `GET /v1/users/{id}` with bounded retries that honour
-//! `Retry-After`, and the shared HTTP client. The secret key goes only to the Backend API's origin.
+//! The Clerk Backend API client: `GET /v1/users/{id}` with bounded retries that honour
+//! `Retry-After`. The secret key goes only to the Backend API's origin.
 //! A circuit breaker ([`breaker`]) makes first sights fail fast while the Backend API is down.
 
 pub mod breaker;
@@ -13,24 +13,16 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use self::breaker::{Breaker, Permit};
-use crate::{metrics::Metrics, settings::ClerkSettings, settings::Secret};
+use crate::{
+    metrics::Metrics,
+    net::{describe, read_limited},
+    settings::{ClerkSettings, Secret},
+};
 
 /// The largest Backend API or JWKS body read; Clerk's User object is a few KiB.
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// `Retry-After` given to callers when Clerk named none.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// The one HTTP client of the process: rustls, no redirects (a redirect could carry the secret
-/// key elsewhere), no proxy lookup from the environment.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .pool_idle_timeout(Duration::from_secs(60))
-        .user_agent(concat!("clerk-users/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client settings are static and valid")
-}
 
 /// The parts of Clerk's User object the service keeps; every other field is ignored.
 #[derive(Debug, Clone, Deserialize)]
@@ -298,38 +290,6 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(3600)))
 }
 
-/// A transport error in words, without the URL (which could name a host the logs need not keep).
-pub fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "broken body"
-    } else {
-        "request failed"
-    };
-    kind.to_string()
-}
-
-/// Read a body up to `limit` bytes. `Err(None)` when it is longer.
-pub async fn read_limited(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, Option<reqwest::Error>> {
-    if resp.content_length().is_some_and(|n| n as usize > limit) {
-        return Err(None);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(Some)? {
-        if body.len() + chunk.len() > limit {
-            return Err(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,7 +318,11 @@ mod tests {
             ("clerk_api_url", "https://api.example.com/base"),
         ])
         .unwrap();
-        let api = ClerkApi::new(&settings.clerk, http_client(), Metrics::default());
+        let api = ClerkApi::new(
+            &settings.clerk,
+            crate::net::http_client(),
+            Metrics::default(),
+        );
         assert_eq!(
             api.user_url("user_1").as_str(),
             "https://api.example.com/base/v1/users/user_1"

@@ -1,9 +1,9 @@
-//! `auth::extract_token` (the Authorization header, else the `__session` cookie) over a header map
+//! `api::session::extract_token` (the Authorization header, else the `__session` cookie) over a header map
 //! built from arbitrary input: lines of `name:value`, names and values as raw bytes (invalid ones
 //! are skipped, as the HTTP server would refuse them).
 #![no_main]
 
-use clerk_users::auth::extract_token;
+use clerk_users::api::session::extract_token;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

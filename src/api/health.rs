@@ -1,15 +1,16 @@
-//! Liveness, readiness and the database ping (§2): no authentication, cheap, never hanging.
+//! Liveness, readiness and the database ping: no authentication, cheap, never hanging.
 
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::{Json, PlainText},
 };
 
+use super::AppState;
 use super::{
     ApiTags,
     error::{ApiError, Problem, operation_errors},
 };
-use crate::{app::AppState, clerk::breaker::BreakerState, db};
+use crate::{clerk::breaker::BreakerState, db};
 
 /// A one-word status.
 #[derive(Debug, Object, serde::Deserialize)]

@@ -1,4 +1,4 @@
-//! `/users/me`: the signed-in user's record, created on first sight (§2, §5).
+//! `/users/me`: the signed-in user's record, created on first sight.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +18,8 @@ use super::{
     middleware::limit_16k,
     payload::JsonBody,
 };
-use crate::{app::AppState, auth::Session, db::users::UserRow};
+use super::{AppState, Session};
+use crate::db::users::UserRow;
 
 /// The service's record of a Clerk user. Every key is always present; `null` where Clerk has no
 /// value.

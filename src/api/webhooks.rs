@@ -1,4 +1,4 @@
-//! `POST /webhooks/clerk` (§6): Svix-signed Clerk events keep stored users in step with Clerk.
+//! `POST /webhooks/clerk`: Svix-signed Clerk events keep stored users in step with Clerk.
 
 use std::{
     collections::BTreeMap,
@@ -14,13 +14,10 @@ use poem_openapi::{
 };
 
 use super::{
-    ApiTags,
+    ApiTags, AppState,
     error::{ApiError, Problem, operation_errors, read_body},
 };
-use crate::{
-    app::AppState,
-    webhooks::{self, Action},
-};
+use crate::webhooks::{self, Action};
 
 /// A Clerk event as Svix delivers it. `data` is Clerk's User object for `user.created` and
 /// `user.updated`, and `{"id", "object", "deleted"}` for `user.deleted`.

@@ -1,4 +1,4 @@
-//! Signing keys (contract §4): the key set of the one configured issuer, its background refresher
+//! Signing keys (README, "Signing keys"): the key set of the one configured issuer, its background refresher
 //! and the rate-limited refetch for an unknown `kid`. This is the only code that fetches keys.
 
 use std::{
@@ -69,7 +69,7 @@ impl KeySet {
         }
     }
 
-    /// Parse a JWKS document. Keys that are not RSA signing keys for RS256 are skipped (§4).
+    /// Parse a JWKS document. Keys that are not RSA signing keys for RS256 are skipped.
     pub fn from_jwks(issuer: &str, body: &[u8], generation: u64) -> Result<Self, KeyError> {
         #[derive(Deserialize)]
         struct Jwks {
@@ -137,7 +137,7 @@ pub enum KeyError {
     TooLarge(usize),
 }
 
-/// Why no key set can be used right now (§3: a 503, not the caller's fault).
+/// Why no key set can be used right now (a 503: not the caller's fault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
     NeverLoaded,
@@ -248,15 +248,15 @@ impl KeyStore {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| KeyError::Http(crate::clerk::describe(&e)))?;
+                .map_err(|e| KeyError::Http(crate::net::describe(&e)))?;
             if !resp.status().is_success() {
                 return Err(KeyError::Status(resp.status().as_u16()));
             }
-            let body = crate::clerk::read_limited(resp, MAX_JWKS_BYTES)
+            let body = crate::net::read_limited(resp, MAX_JWKS_BYTES)
                 .await
                 .map_err(|e| {
                     e.map_or(KeyError::TooLarge(MAX_JWKS_BYTES), |e| {
-                        KeyError::Http(crate::clerk::describe(&e))
+                        KeyError::Http(crate::net::describe(&e))
                     })
                 })?;
             KeySet::from_jwks(&self.0.issuer, &body, self.generation() + 1)

@@ -1,4 +1,4 @@
-//! The token rules of contract §3 as pure functions: no I/O, the clock passed in. [`parse`] runs
+//! The token rules of the README's "How tokens are checked" as pure functions: no I/O, the clock passed in. [`parse`] runs
 //! checks 1–2 (shape and header); [`Parsed::check`] runs 3–10 against a key set, in order. No claim
 //! is read before the signature has verified.
 
@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use super::keys::KeySet;
 
-/// The longest token accepted, in bytes (§3 check 1, §8 limits).
+/// The longest token accepted, in bytes (check 1, and the README's limits).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Why a token was rejected. Each maps to one stable `code` (§3).
+/// Why a token was rejected. Each maps to one stable `code`, listed in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {
     /// Check 1, 2, 5 (missing exp/iat) or 7, with a fixed description of what was wrong.
@@ -68,7 +68,7 @@ impl TokenError {
     }
 }
 
-/// What a deployment accepts beyond the signature (the settings of §1 that §3 reads).
+/// What a deployment accepts beyond the signature (the `CLERK_*` settings the checks read).
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Without a trailing `/`.

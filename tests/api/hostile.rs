@@ -1,4 +1,4 @@
-//! Hostile input over HTTP (issue 4): `kid` values that are huge or hold path and SQL characters,
+//! Hostile input over HTTP: `kid` values that are huge or hold path and SQL characters,
 //! header floods, oversized cookies, and a client that sends its request a byte at a time.
 
 use std::{
@@ -8,10 +8,9 @@ use std::{
 };
 
 use clerk_users::{
-    app::{AppState, build_app},
-    clerk::http_client,
+    app::{app_state, build_app},
     metrics::Metrics,
-    net::{DeadlineAcceptor, Limits},
+    net::{DeadlineAcceptor, Limits, http_client},
     testkit::{ClerkStandIn, TestApp, TestDatabase, clerk::random_id},
 };
 use futures::future::join_all;
@@ -298,7 +297,7 @@ async fn spawn_guarded(request_timeout_ms: u64) -> Guarded {
         .settings(&clerk, &db.url, clerk.secret_key());
     let pool = clerk_users::db::create_pool(&settings.database);
     clerk_users::db::migrate(&pool).await.unwrap();
-    let state = AppState::new(&settings, pool, http_client(), Metrics::default());
+    let state = app_state(&settings, pool, http_client(), Metrics::default());
     state.verifier.keys.refresh().await.unwrap();
     let app = build_app(state, &settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

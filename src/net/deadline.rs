@@ -1,4 +1,4 @@
-//! Connection deadlines the HTTP server does not keep by itself (issue 4).
+//! Connection deadlines the HTTP server does not keep by itself.
 //!
 //! poem's server hands connections to hyper without a timer, so hyper's `header_read_timeout` is
 //! off, and the request time limit of `api::middleware` starts only once a request's head has
