@@ -1,5 +1,5 @@
 //! PostgreSQL: the pool (bounded waits, so no request hangs) and the migrations of `sql/`, applied
-//! in order under an advisory lock so that many replicas may start at once (§7).
+//! in order under an advisory lock so that many replicas may start at once.
 
 pub mod notify;
 pub mod users;
@@ -155,7 +155,7 @@ async fn apply(client: &mut deadpool_postgres::Object) -> anyhow::Result<usize> 
             .await?;
         match row {
             Some(row) => {
-                let existing: String = row.get(0);
+                let existing: String = row.try_get("checksum")?;
                 anyhow::ensure!(
                     existing == sum,
                     "migration {version} was edited after it was applied; add a new file to sql/ instead"

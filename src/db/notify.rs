@@ -8,9 +8,7 @@ use super::DbError;
 pub const CHANNEL: &str = "clerk_users_user_changed";
 
 pub async fn user_changed(client: &impl GenericClient, clerk_id: &str) -> Result<(), DbError> {
-    let stmt = client
-        .prepare_cached("select pg_notify('clerk_users_user_changed', $1)")
-        .await?;
-    client.execute(&stmt, &[&clerk_id]).await?;
+    let stmt = client.prepare_cached("select pg_notify($1, $2)").await?;
+    client.execute(&stmt, &[&CHANNEL, &clerk_id]).await?;
     Ok(())
 }

@@ -24,23 +24,32 @@ pub struct UserRow {
     pub updated_at: OffsetDateTime,
 }
 
+/// What every query that yields a [`UserRow`] returns; read back by name, so the order here is
+/// free and a column missing from it fails the query's test instead of shifting the others.
 const COLUMNS: &str = "id, clerk_id, email, first_name, last_name, username, image_url, metadata, created_at, updated_at";
 
-impl From<&Row> for UserRow {
-    fn from(row: &Row) -> Self {
-        Self {
-            id: row.get(0),
-            clerk_id: row.get(1),
-            email: row.get(2),
-            first_name: row.get(3),
-            last_name: row.get(4),
-            username: row.get(5),
-            image_url: row.get(6),
-            metadata: row.get(7),
-            created_at: row.get(8),
-            updated_at: row.get(9),
-        }
+impl TryFrom<&Row> for UserRow {
+    type Error = tokio_postgres::Error;
+
+    fn try_from(row: &Row) -> Result<Self, Self::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            clerk_id: row.try_get("clerk_id")?,
+            email: row.try_get("email")?,
+            first_name: row.try_get("first_name")?,
+            last_name: row.try_get("last_name")?,
+            username: row.try_get("username")?,
+            image_url: row.try_get("image_url")?,
+            metadata: row.try_get("metadata")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
     }
+}
+
+/// A row that may be absent, read by name.
+fn user(row: Option<Row>) -> Result<Option<UserRow>, DbError> {
+    Ok(row.as_ref().map(UserRow::try_from).transpose()?)
 }
 
 pub async fn find_by_clerk_id(
@@ -50,11 +59,7 @@ pub async fn find_by_clerk_id(
     let stmt = client
         .prepare_cached(&format!("select {COLUMNS} from users where clerk_id = $1"))
         .await?;
-    Ok(client
-        .query_opt(&stmt, &[&clerk_id])
-        .await?
-        .as_ref()
-        .map(UserRow::from))
+    user(client.query_opt(&stmt, &[&clerk_id]).await?)
 }
 
 fn from_millis(ms: i64) -> Option<OffsetDateTime> {
@@ -70,25 +75,36 @@ pub async fn upsert_from_clerk(
     client: &impl GenericClient,
     user: &ClerkUser,
 ) -> Result<UserRow, DbError> {
+    // "Newer" is written out in each column: `excluded` is Clerk's copy, `u` the stored row.
     let stmt = client
         .prepare_cached(&format!(
             "insert into users as u
                  (id, clerk_id, email, first_name, last_name, username, image_url, clerk_created_at, clerk_updated_at)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              on conflict (clerk_id) do update set
-                 email            = case when newer then excluded.email else u.email end,
-                 first_name       = case when newer then excluded.first_name else u.first_name end,
-                 last_name        = case when newer then excluded.last_name else u.last_name end,
-                 username         = case when newer then excluded.username else u.username end,
-                 image_url        = case when newer then excluded.image_url else u.image_url end,
+                 email = case
+                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                     then excluded.email else u.email end,
+                 first_name = case
+                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                     then excluded.first_name else u.first_name end,
+                 last_name = case
+                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                     then excluded.last_name else u.last_name end,
+                 username = case
+                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                     then excluded.username else u.username end,
+                 image_url = case
+                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                     then excluded.image_url else u.image_url end,
                  clerk_created_at = coalesce(u.clerk_created_at, excluded.clerk_created_at),
-                 clerk_updated_at = case when newer then excluded.clerk_updated_at else u.clerk_updated_at end,
-                 updated_at       = case when newer then now() else u.updated_at end
+                 clerk_updated_at = case
+                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                     then excluded.clerk_updated_at else u.clerk_updated_at end,
+                 updated_at = case
+                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                     then now() else u.updated_at end
              returning {COLUMNS}"
-        )
-        .replace(
-            "newer",
-            "(u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at)",
         ))
         .await?;
     let row = client
@@ -107,7 +123,7 @@ pub async fn upsert_from_clerk(
             ],
         )
         .await?;
-    Ok(UserRow::from(&row))
+    Ok(UserRow::try_from(&row)?)
 }
 
 /// Replace `metadata` (already merged by the caller under `lock_metadata`'s row lock).
@@ -121,11 +137,7 @@ pub async fn set_metadata(
             "update users set metadata = $2, updated_at = now() where clerk_id = $1 returning {COLUMNS}"
         ))
         .await?;
-    Ok(client
-        .query_opt(&stmt, &[&clerk_id, metadata])
-        .await?
-        .as_ref()
-        .map(UserRow::from))
+    user(client.query_opt(&stmt, &[&clerk_id, metadata]).await?)
 }
 
 /// The current `metadata`, locking the row until the transaction ends (PATCH is read-merge-write).
@@ -139,7 +151,8 @@ pub async fn lock_metadata(
     Ok(client
         .query_opt(&stmt, &[&clerk_id])
         .await?
-        .map(|r| r.get(0)))
+        .map(|r| r.try_get("metadata"))
+        .transpose()?)
 }
 
 /// Delete the local record. `true` when there was one.

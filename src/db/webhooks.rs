@@ -48,10 +48,12 @@ pub async fn deleted_since(
     version: OffsetDateTime,
 ) -> Result<bool, DbError> {
     let stmt = client
-        .prepare_cached("select exists (select 1 from clerk_deletions where clerk_id = $1 and deleted_at >= $2)")
+        .prepare_cached(
+            "select exists (select 1 from clerk_deletions where clerk_id = $1 and deleted_at >= $2) as deleted",
+        )
         .await?;
     Ok(client
         .query_one(&stmt, &[&clerk_id, &version])
         .await?
-        .get(0))
+        .try_get("deleted")?)
 }
