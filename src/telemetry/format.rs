@@ -1,6 +1,7 @@
-//! The log line (§8), written straight into the formatter's buffer. `json`: one object per event
-//! with `timestamp`, `level`, `message`, the event's fields, `target`, and `span`: the request the
-//! line belongs to (`scope`) or else the current tracing span, as its fields and `name`. `pretty`:
+//! The log line, written straight into the formatter's buffer. `json`: one object per event with
+//! `timestamp`, `level`, `message`, the event's fields, `target`, and `span`: the request the line
+//! belongs to (`scope`), or else the current tracing span, as its fields and `name`; inside a
+//! request, the tracing spans entered there follow as `spans`. `pretty`:
 //! the same on one readable line. A span's fields are kept as a ready fragment, so recording a
 //! field later appends to it; no event builds a `serde_json::Value`.
 
@@ -49,35 +50,67 @@ where
             w.write_str(",\"target\":")?;
             write_str(&mut w, meta.target())?;
         }
-        if let Some(result) = scope::with_current(|s| self.write_scope(&mut w, s)) {
-            result?;
+        let in_request = scope::with_current(|s| self.write_scope(&mut w, s)).transpose()?;
+        if in_request.is_some() {
+            // A span entered inside the request (`#[instrument]`) keeps its fields too, as `spans`,
+            // from the outermost in.
+            if let Some(spans) = ctx.event_scope() {
+                if self.json {
+                    w.write_str(",\"spans\":[")?;
+                }
+                for (i, span) in spans.from_root().enumerate() {
+                    if self.json && i > 0 {
+                        w.write_char(',')?;
+                    }
+                    self.write_span::<S, N>(&mut w, &span)?;
+                }
+                if self.json {
+                    w.write_char(']')?;
+                }
+            }
         } else if let Some(span) = event
             .parent()
             .and_then(|id| ctx.span(id))
             .or_else(|| ctx.lookup_current())
         {
-            let ext = span.extensions();
-            let fields = ext
-                .get::<FormattedFields<N>>()
-                .map_or("", |f| f.fields.as_str());
             if self.json {
-                w.write_str(",\"span\":{")?;
-                if !fields.is_empty() {
-                    w.write_str(fields)?;
-                    w.write_char(',')?;
-                }
-                w.write_str("\"name\":")?;
-                write_str(&mut w, span.name())?;
-                w.write_char('}')?;
-            } else {
-                write!(w, " {}{{{}}}", span.name(), fields.trim_start())?;
+                w.write_str(",\"span\":")?;
             }
+            self.write_span::<S, N>(&mut w, &span)?;
         }
         w.write_str(if self.json { "}\n" } else { "\n" })
     }
 }
 
 impl Lines {
+    /// One tracing span: `{fields…,"name":…}` in JSON, ` name{fields}` in text.
+    fn write_span<S, N>(
+        &self,
+        w: &mut Writer<'_>,
+        span: &tracing_subscriber::registry::SpanRef<'_, S>,
+    ) -> fmt::Result
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        let ext = span.extensions();
+        let fields = ext
+            .get::<FormattedFields<N>>()
+            .map_or("", |f| f.fields.as_str());
+        if self.json {
+            w.write_char('{')?;
+            if !fields.is_empty() {
+                w.write_str(fields)?;
+                w.write_char(',')?;
+            }
+            w.write_str("\"name\":")?;
+            write_str(w, span.name())?;
+            w.write_char('}')
+        } else {
+            write!(w, " {}{{{}}}", span.name(), fields.trim_start())
+        }
+    }
+
     fn write_scope(&self, w: &mut Writer<'_>, s: &RequestScope) -> fmt::Result {
         let pairs = [
             ("request_id", Some(s.request_id.as_str())),
@@ -417,6 +450,8 @@ mod tests {
                 tracing::warn!("before auth");
                 scope::record_clerk_id("user_1");
                 tracing::info!(status = 200u16, "request finished");
+                let inner = tracing::info_span!("lookup", table = "users");
+                inner.in_scope(|| tracing::info!("inside a span in a request"));
             }));
             let span = tracing::info_span!("job", id = 7);
             span.in_scope(|| tracing::info!(nan = f64::NAN, "in a span"));
@@ -431,7 +466,7 @@ mod tests {
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect();
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 5);
         let outside = &lines[0];
         assert_eq!(outside["message"], "outside");
         assert_eq!(outside["level"], "INFO");
@@ -456,19 +491,25 @@ mod tests {
             (&"GET".into(), &"/users/me".into())
         );
         assert!(before.get("clerk_id").is_none());
+        assert!(lines[1].get("spans").is_none());
         assert_eq!(lines[2]["span"]["clerk_id"], "user_1");
         assert_eq!(lines[2]["status"], 200);
+        assert_eq!(lines[3]["span"]["request_id"], "req-1");
         assert_eq!(
-            lines[3]["span"],
+            lines[3]["spans"],
+            serde_json::json!([{"table": "users", "name": "lookup"}])
+        );
+        assert_eq!(
+            lines[4]["span"],
             serde_json::json!({"id": 7, "name": "job"})
         );
-        assert_eq!(lines[3]["nan"], serde_json::Value::Null);
+        assert_eq!(lines[4]["nan"], serde_json::Value::Null);
     }
 
     #[test]
     fn pretty_lines_read_the_same_on_one_line() {
         let lines = lines(false);
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 5);
         assert!(
             lines[0].ends_with(&format!(
                 " INFO {}: outside n=3 ok=true ratio=0.5 text=a \"b\"",
@@ -492,9 +533,17 @@ mod tests {
             lines[2]
         );
         assert!(
-            lines[3].ends_with("in a span nan=NaN job{id=7}"),
+            lines[3].ends_with(
+                "inside a span in a request request{request_id=req-1 method=GET path=/users/me \
+                 clerk_id=user_1} lookup{table=users}"
+            ),
             "{}",
             lines[3]
+        );
+        assert!(
+            lines[4].ends_with("in a span nan=NaN job{id=7}"),
+            "{}",
+            lines[4]
         );
     }
 }
