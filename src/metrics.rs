@@ -1,7 +1,8 @@
-//! Process-wide counters and the latency histogram, rendered in Prometheus' text format (§8).
-//! What every request counts (cache hits and misses, accepted tokens, the latency histogram) is an
-//! atomic add; the rest is a short lock. Labels are `&'static str`, so nothing here allocates per
-//! request.
+//! Process-wide counters and the latency histogram, rendered in Prometheus' text format (the
+//! README's "Metrics" lists the families). What every request counts (its route and status, cache
+//! hits and misses, accepted tokens, the latency histogram) is an atomic add in a fixed table; only
+//! the rare outcomes (key fetches, Backend API calls, rejected tokens) take a short lock. Labels
+//! are `&'static str`, so nothing here allocates per request.
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +26,6 @@ struct Histogram {
     sum_micros: AtomicU64,
 }
 
-#[derive(Default)]
 struct Inner {
     /// (family, label name, label value) → count
     counters: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
@@ -33,8 +33,78 @@ struct Inner {
     hit_miss: [[AtomicU64; 2]; 3],
     /// `clerk_users_token_verifications_total{outcome="ok"}`, the one outcome of every request.
     verified: AtomicU64,
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// By [`Route`], then status code less 100 (statuses run from 100 to 599).
+    requests: [[AtomicU64; STATUSES]; Route::ALL.len()],
     latency: Histogram,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            counters: Mutex::default(),
+            hit_miss: Default::default(),
+            verified: AtomicU64::default(),
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::default())),
+            latency: Histogram::default(),
+        }
+    }
+}
+
+/// Status codes 100–599, one counter each.
+const STATUSES: usize = 500;
+
+/// The `route` label of a request: a known path, `/docs` for Swagger UI, `unmatched` for a 404
+/// outside the API, `other` for the rest. A fixed set, so a scanner cannot grow the label set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    UsersMe,
+    Healthz,
+    Readyz,
+    DbPing,
+    Metrics,
+    OpenApi,
+    Webhooks,
+    Docs,
+    Unmatched,
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 10] = [
+        Route::UsersMe,
+        Route::Healthz,
+        Route::Readyz,
+        Route::DbPing,
+        Route::Metrics,
+        Route::OpenApi,
+        Route::Webhooks,
+        Route::Docs,
+        Route::Unmatched,
+        Route::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::UsersMe => "/users/me",
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::DbPing => "/db-test/ping",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
+            Route::Webhooks => "/webhooks/clerk",
+            Route::Docs => "/docs",
+            Route::Unmatched => "unmatched",
+            Route::Other => "other",
+        }
+    }
+
+    /// The route an exact path names, if any (not `/docs…`, `unmatched` or `other`).
+    pub fn of_path(path: &str) -> Option<Route> {
+        Route::ALL[..Route::Docs as usize]
+            .iter()
+            .copied()
+            .find(|r| r.label() == path)
+    }
 }
 
 /// Cheap to clone; every clone records into the same figures.
@@ -111,15 +181,10 @@ impl Metrics {
         self.hit_or_miss(2, hit);
     }
 
-    /// One finished request: `route` is the matched route template, never the raw path.
-    pub fn request(&self, route: &'static str, status: u16, latency: Duration) {
-        *self
-            .0
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((route, status))
-            .or_insert(0) += 1;
+    /// One finished request, by its route (never the raw path) and status.
+    pub fn request(&self, route: Route, status: u16, latency: Duration) {
+        let status = usize::from(status.clamp(100, 599)) - 100;
+        self.0.requests[route as usize][status].fetch_add(1, Ordering::Relaxed);
         let h = &self.0.latency;
         let secs = latency.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
@@ -138,17 +203,17 @@ impl Metrics {
             "# HELP clerk_users_http_requests_total HTTP requests by route and status."
         );
         let _ = writeln!(out, "# TYPE clerk_users_http_requests_total counter");
-        for ((route, status), n) in self
-            .0
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "clerk_users_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+        for (route, by_status) in Route::ALL.iter().zip(&self.0.requests) {
+            for (status, n) in (100..).zip(by_status) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let route = route.label();
+                    let _ = writeln!(
+                        out,
+                        "clerk_users_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                    );
+                }
+            }
         }
         let h = &self.0.latency;
         let _ = writeln!(

@@ -1,4 +1,4 @@
-//! The outermost layer of every request (§8): the request id, the request scope every log line of
+//! The outermost layer of every request: the request id, the request scope every log line of
 //! the request carries (`telemetry::RequestScope`), the body and time limits, the metrics, and the
 //! last conversion of any error into problem+json. Nothing leaves the service without passing here.
 
@@ -11,13 +11,13 @@ use poem::{
 
 use super::error::{ApiError, problem_for, unreadable_body};
 use crate::{
-    metrics::Metrics,
+    metrics::{Metrics, Route},
     telemetry::{RequestScope, in_request},
 };
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// 1–64 characters of `[A-Za-z0-9._-]` (§8); anything else is replaced by a fresh id.
+/// 1–64 characters of `[A-Za-z0-9._-]`; anything else is replaced by a fresh id.
 pub fn valid_request_id(v: &str) -> bool {
     (1..=64).contains(&v.len())
         && v.bytes()
@@ -53,29 +53,15 @@ fn new_request_id() -> String {
         .to_string()
 }
 
-/// Known routes by their template; anything else is counted as `other`, so a scanner cannot
-/// blow up the metrics' label sets.
-fn route_label(path: &str, status: StatusCode) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/users/me",
-        "/healthz",
-        "/readyz",
-        "/db-test/ping",
-        "/metrics",
-        "/openapi.json",
-        "/webhooks/clerk",
-    ];
+/// The metrics route of a request: its path when it is one of the API's, else a fixed label.
+fn route_label(path: &str, status: StatusCode) -> Route {
     if status == StatusCode::NOT_FOUND && !path.starts_with("/users/me") {
-        return "unmatched";
+        return Route::Unmatched;
     }
     if path == "/docs" || path.starts_with("/docs/") {
-        return "/docs";
+        return Route::Docs;
     }
-    ROUTES
-        .iter()
-        .find(|r| **r == path)
-        .copied()
-        .unwrap_or("other")
+    Route::of_path(path).unwrap_or(Route::Other)
 }
 
 /// Bytes of an over-long chunked body read and thrown away before its 413 goes out.
