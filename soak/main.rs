@@ -1,4 +1,4 @@
-//! The soak test (issue 4): the real `clerk-users` binary as a child process, a throwaway
+//! The soak test: the real `clerk-users` binary as a child process, a throwaway
 //! PostgreSQL and the Clerk stand-in in this process, and many connections mixing known users, new
 //! users, users Clerk does not know and invalid tokens, for a bounded time. Meanwhile the stand-in
 //! answers 429s, 5xx, slowly, or not at all, its JWKS endpoint fails for a while, and PostgreSQL is
@@ -95,7 +95,7 @@ enum Kind {
     Burst,
     /// A valid token for a user Clerk does not have: 401 user-not-found (or 503).
     Ghost,
-    /// Invalid tokens: each with the exact 401 code §3 gives it.
+    /// Invalid tokens: each with the exact 401 code the token rules give it.
     Garbage,
     Expired,
     BadSignature,
@@ -478,7 +478,7 @@ impl Trouble {
         let span = shared.calm_from - shared.warm_until;
         // The PostgreSQL restart (in the middle) falls at the start of `Down`. Restarting it while
         // Clerk is slow as well gave the allocator a one-off higher mark (+3 to 4 MiB, flat after;
-        // five restarts elsewhere gave none): see the issue 4 notes.
+        // five restarts elsewhere gave none): see the README's "Hardening".
         match ((t - shared.warm_until).as_secs_f64() / span.as_secs_f64() * 6.0) as u32 {
             0 | 4 => Self::Flaky,
             1 => Self::Slow,

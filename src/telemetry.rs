@@ -1,4 +1,4 @@
-//! Logging (§8): one JSON object a line on stdout (or a readable line for people), filtered by
+//! Logging: one JSON object a line on stdout (or a readable line for people), filtered by
 //! `RUST_LOG`. Request-scoped fields come from the [`RequestScope`] `api::middleware` runs each
 //! request in.
 

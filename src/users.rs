@@ -1,4 +1,4 @@
-//! Get-or-create (contract §5): a known user is answered from the cache or the database; a user
+//! Get-or-create (README, "First sight of a user"): a known user is answered from the cache or the database; a user
 //! never seen is fetched from Clerk once (one flight per `sub` in this process) and stored with one
 //! upsert. Every write announces itself to the other replicas' caches (`cache`).
 

@@ -1,4 +1,4 @@
-//! Clerk webhooks (contract §6), delivered by Svix: signature and timestamp checks as a pure
+//! Clerk webhooks (README, "Webhooks"), delivered by Svix: signature and timestamp checks as a pure
 //! function, and the event shapes the service acts on.
 
 use aws_lc_rs::hmac;

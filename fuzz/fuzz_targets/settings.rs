@@ -1,4 +1,4 @@
-//! The settings parser (§1): `Settings::from_overrides` (the compiled-in defaults, then the
+//! The settings parser: `Settings::from_overrides` (the compiled-in defaults, then the
 //! overrides, then `validate()`) with arbitrary values. Input: lines of `key=value`; a key that is
 //! not a setting's name picks one by its bytes, so every line sets a real setting.
 //!

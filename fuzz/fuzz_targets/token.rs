@@ -1,4 +1,4 @@
-//! Token parsing and verification (§3) on arbitrary input, against a real RS256 key set.
+//! Token parsing and verification (the README's token rules) on arbitrary input, against a real RS256 key set.
 //!
 //! The first byte of the input picks the mode (bit 0) and the policy (bit 1):
 //! - bit 0 clear: the rest, as UTF-8, is the token exactly as a client would send it; this
@@ -8,7 +8,7 @@
 //!   issuer, subject, audience, authorized parties, pending sessions, organizations) see fuzzed
 //!   claims.
 //!
-//! Beyond "no panic", an accepted token must satisfy what §3 promises.
+//! Beyond "no panic", an accepted token must satisfy what the rules promise.
 #![no_main]
 
 use std::sync::LazyLock;

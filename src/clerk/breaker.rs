@@ -1,4 +1,4 @@
-//! A circuit breaker for Clerk's Backend API (issue 4): during an outage, first sights must not each
+//! A circuit breaker for Clerk's Backend API: during an outage, first sights must not each
 //! wait out the whole retry budget.
 //!
 //! - **Closed**: lookups go through. A lookup that ends failed (every try was a 429, a 5xx, a

@@ -1,4 +1,4 @@
-//! The request a log line belongs to (§8: `request_id`, `method`, `path`, and `clerk_id` once
+//! The request a log line belongs to (the README's "Operations": `request_id`, `method`, `path`, and `clerk_id` once
 //! authenticated). Held in a task-local for the life of the request's future rather than in a
 //! tracing span: a span costs a registry slot, a formatted copy of its fields and a dispatch on
 //! every poll, which together were a tenth of `GET /users/me` (BENCHMARKS.md). The formatters

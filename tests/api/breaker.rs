@@ -1,4 +1,4 @@
-//! The Backend API circuit breaker (issue 4): during a Clerk outage first sights fail fast with
+//! The Backend API circuit breaker: during a Clerk outage first sights fail fast with
 //! `Retry-After` once the breaker has opened, one probe goes through after the cool-down, and known
 //! users never notice.
 
@@ -232,7 +232,7 @@ async fn fails_fast_any_retry(app: &TestApp) -> Duration {
     took
 }
 
-/// Not a check but the figures of issue 4's closing note: first-sight latency during a Clerk
+/// Not a check but the figures the README's "Hardening" quotes: first-sight latency during a Clerk
 /// outage, with the production defaults, with the breaker (5 failures, 5 s) and without it (0).
 /// `cargo nextest run --run-ignored only -E 'test(first_sight_latency)' --no-capture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

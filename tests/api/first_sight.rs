@@ -1,4 +1,4 @@
-//! §5: a user never seen is fetched from Clerk once and stored; after that Clerk is not asked.
+//! First sight: a user never seen is fetched from Clerk once and stored; after that Clerk is not asked.
 
 use std::{
     collections::HashSet,

@@ -1,4 +1,4 @@
-//! §4: keys loaded at start, rotation through the unknown-kid refetch, the refetch rate limit,
+//! Signing keys: loaded at start, rotation through the unknown-kid refetch, the refetch rate limit,
 //! the last good set while the JWKS endpoint fails, staleness, and the pinned-key mode.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! §2 and §8 around every request: request ids, logs, problem answers for anything unexpected,
+//! Around every request: request ids, logs, problem answers for anything unexpected,
 //! limits, the documents, and graceful shutdown.
 
 use std::time::Duration;

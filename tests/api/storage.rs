@@ -1,4 +1,4 @@
-//! §7: migrations under an advisory lock, the database going away and coming back.
+//! Storage: migrations under an advisory lock, the database going away and coming back.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! §3 as properties, on `auth::token::verify` with a real RS256 key set: the time rules (check 5)
+//! The token rules as properties, on `auth::token::verify` with a real RS256 key set: the time rules (check 5)
 //! exactly at their edges, and keys that appear twice in a token's JSON.
 
 use std::sync::LazyLock;
@@ -122,7 +122,7 @@ proptest! {
         }
     }
 
-    /// All three at once: the first rule broken, in §3's order (exp, nbf, iat), decides.
+    /// All three at once: the first rule broken, in the rules' order (exp, nbf, iat), decides.
     #[test]
     fn the_first_broken_time_rule_decides(
         now in now(),

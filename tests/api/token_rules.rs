@@ -1,4 +1,4 @@
-//! §3: each check rejects what it should, with its `code`, the RFC 6750 challenge and a problem
+//! The token rules: each check rejects what it should, with its `code`, the RFC 6750 challenge and a problem
 //! body; a valid token passes. Plus the hostile tokens everyone tries.
 
 use aws_lc_rs::hmac;

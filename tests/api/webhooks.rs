@@ -1,4 +1,4 @@
-//! §6: Svix-signed Clerk events.
+//! Webhooks: Svix-signed Clerk events.
 
 use clerk_users::{
     api::users::User,

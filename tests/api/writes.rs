@@ -1,4 +1,4 @@
-//! §2: `PATCH /users/me` (JSON Merge Patch on metadata) and `DELETE /users/me`.
+//! Writes: `PATCH /users/me` (JSON Merge Patch on metadata) and `DELETE /users/me`.
 
 use clerk_users::{api::users::User, testkit::TestApp};
 use serde_json::{Value, json};
