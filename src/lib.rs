@@ -1,38 +1,51 @@
 //! clerk-users: verifies Clerk session tokens offline against Clerk's signing keys and serves the
 //! signed-in user's record from PostgreSQL, fetching a user from Clerk once, on first sight.
 //!
-//! A request flows one way, and the imports show it: a module uses only the ones listed below it.
+//! A request flows one way, and the imports show it: a module uses only the ones listed below it
+//! (`tests/api/layering.rs` checks this; the blank lines keep rustfmt from sorting the list).
 //! `app` assembles; `api` is the HTTP layer (the `Session` extractor, the operations, the error
-//! mapping); under it the domain (`auth`, `users`, `webhooks`, `clerk`, `db`) knows nothing of
+//! mapping); under it the domain (`users`, `webhooks`, `auth`, `db`, `clerk`) knows nothing of
 //! HTTP; at the bottom the plumbing everything may use. See the README's layout.
 
-/// The HTTP layer: everything that knows poem.
-pub mod api;
 /// Assembly: the state, the router, the server and its shutdown. Shared by `main`, the tests and
 /// the benchmarks.
 pub mod app;
-/// Token rules, signing keys, the verifier.
-pub mod auth;
-/// The Backend API client: retries, the circuit breaker.
-pub mod clerk;
-/// PostgreSQL: the pool, migrations, one function per query.
-pub mod db;
-/// Hands freed memory back to the system.
-pub mod memory;
-/// RFC 7396 JSON Merge Patch, for the application's own metadata.
-pub mod merge_patch;
-/// Counters and gauges for `/metrics`, used from anywhere.
-pub mod metrics;
-/// Connection deadlines of the server, and the outgoing HTTP client.
-pub mod net;
-/// Typed settings from the files and the environment; every error names its variable.
-pub mod settings;
-/// Logs: the JSON line format, the request scope, the batched stdout writer.
-pub mod telemetry;
+
+/// The HTTP layer: everything that knows poem.
+pub mod api;
+
 /// Get-or-create of the signed-in user, and the user cache kept coherent across replicas.
 pub mod users;
+
 /// Svix signatures and what a Clerk event changes.
 pub mod webhooks;
+
+/// Token rules, signing keys, the verifier.
+pub mod auth;
+
+/// PostgreSQL: the pool, migrations, one function per query.
+pub mod db;
+
+/// The Backend API client: retries, the circuit breaker.
+pub mod clerk;
+
+/// RFC 7396 JSON Merge Patch, for the application's own metadata.
+pub mod merge_patch;
+
+/// Counters and gauges for `/metrics`, used from anywhere.
+pub mod metrics;
+
+/// Logs: the JSON line format, the request scope, the batched stdout writer.
+pub mod telemetry;
+
+/// Typed settings from the files and the environment; every error names its variable.
+pub mod settings;
+
+/// Connection deadlines of the server, and the outgoing HTTP client.
+pub mod net;
+
+/// Hands freed memory back to the system.
+pub mod memory;
 
 /// The Clerk stand-in and throwaway PostgreSQL for tests, benchmarks and the local run.
 #[cfg(feature = "testkit")]
