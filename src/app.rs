@@ -15,7 +15,7 @@ use crate::{
     api::{self, AppState, middleware::RequestContext, state::State},
     auth::{Policy, Verifier, keys::KeyStore},
     clerk::ClerkApi,
-    db,
+    db::{self, Database},
     metrics::Metrics,
     net::{self, DeadlineAcceptor, Limits},
     settings::Settings,
@@ -49,9 +49,11 @@ pub fn app_state(
         let cache = UserCache::new(
             settings.caches.user_max_entries,
             settings.caches.user_ttl,
+            settings.caches.user_stale_if_error,
             metrics.clone(),
         );
-        let users = Users::new(pool.clone(), clerk, cache, metrics.clone());
+        let db = Database::new(pool);
+        let users = Users::new(db.clone(), clerk, cache, metrics.clone());
         let webhooks = settings
             .clerk
             .webhook_secret
@@ -59,7 +61,7 @@ pub fn app_state(
             .and_then(|s| SvixVerifier::new(s.expose()))
             .map(Arc::new);
         AppState::new(State {
-            pool,
+            db,
             verifier,
             users,
             metrics,
@@ -199,7 +201,7 @@ impl Application {
         for task in self.background {
             task.abort();
         }
-        self.state.pool.close();
+        self.state.db.pool().close();
         tracing::info!("stopped");
         result
     }

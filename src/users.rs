@@ -6,11 +6,9 @@ pub mod cache;
 
 use std::sync::{Arc, OnceLock};
 
-use deadpool_postgres::Pool;
-
 use crate::{
     clerk::{ClerkApi, ClerkError},
-    db::{self, DbError, users::UserRow},
+    db::{self, Database, DbError, users::UserRow},
     merge_patch::merge_patch,
     metrics::Metrics,
     users::cache::UserCache,
@@ -51,7 +49,7 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct Users {
-    pool: Pool,
+    db: Database,
     clerk: ClerkApi,
     /// Concurrent first sights of one `sub` share a single load (moka coalesces `try_get_with`).
     /// Entries are dropped as soon as the load ends: rows are read from the database, not here.
@@ -61,10 +59,10 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn new(pool: Pool, clerk: ClerkApi, cache: UserCache, metrics: Metrics) -> Self {
+    pub fn new(db: Database, clerk: ClerkApi, cache: UserCache, metrics: Metrics) -> Self {
         let first_sight = moka::future::Cache::builder().max_capacity(10_000).build();
         Self {
-            pool,
+            db,
             clerk,
             first_sight,
             cache,
@@ -86,11 +84,26 @@ impl Users {
             return Ok(known);
         }
         let epoch = self.cache.epoch();
-        if let Some(row) = self.find(clerk_id).await? {
-            let known = Known::new(row);
-            self.cache.insert(&known, epoch).await;
-            self.metrics.user_lookup(true);
-            return Ok(known);
+        match self.find(clerk_id).await {
+            Ok(Some(row)) => {
+                let known = Known::new(row);
+                self.cache.insert(&known, epoch).await;
+                self.metrics.user_lookup(true);
+                return Ok(known);
+            }
+            Ok(None) => {}
+            // Stale-if-error: a known user outlives a database that cannot be reached.
+            Err(e @ DbError::Unreachable(_)) => {
+                return match self.cache.get_stale(clerk_id).await {
+                    Some((known, age)) => {
+                        self.metrics.user_lookup(true);
+                        self.metrics.stale_answer(age);
+                        Ok(known)
+                    }
+                    None => Err(e.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
         }
         self.metrics.user_lookup(false);
         let result = self
@@ -108,7 +121,7 @@ impl Users {
                         reason: "mismatched user id".into(),
                     }));
                 }
-                let client = self.pool.get().await.map_err(DbError::from)?;
+                let client = self.db.client().await?;
                 let row = db::users::upsert_from_clerk(&client, &user).await?;
                 // Another replica may have stored (and cached) an older version meanwhile.
                 db::notify::user_changed(&client, clerk_id).await?;
@@ -130,7 +143,7 @@ impl Users {
         patch: &serde_json::Value,
     ) -> Result<UserRow, UsersError> {
         self.get_or_create(clerk_id).await?;
-        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let mut client = self.db.client().await?;
         let tx = client.transaction().await.map_err(DbError::from)?;
         // Deleted between the two steps: it is created again, as a GET would.
         let Some(mut metadata) = db::users::lock_metadata(&tx, clerk_id).await? else {
@@ -160,7 +173,7 @@ impl Users {
         kind: &str,
         action: &Action,
     ) -> Result<bool, UsersError> {
-        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let mut client = self.db.client().await?;
         let tx = client.transaction().await.map_err(DbError::from)?;
         if !db::webhooks::record_event(&tx, svix_id, kind).await? {
             return Ok(false);
@@ -207,7 +220,7 @@ impl Users {
 
     /// Delete the local record; the next request creates it again from Clerk.
     pub async fn delete(&self, clerk_id: &str) -> Result<bool, UsersError> {
-        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let mut client = self.db.client().await?;
         let tx = client.transaction().await.map_err(DbError::from)?;
         let deleted = db::users::delete_by_clerk_id(&tx, clerk_id).await?;
         db::notify::user_changed(&tx, clerk_id).await?;
@@ -217,14 +230,17 @@ impl Users {
     }
 
     async fn find(&self, clerk_id: &str) -> Result<Option<UserRow>, DbError> {
-        let client = self.pool.get().await?;
-        db::users::find_by_clerk_id(&client, clerk_id).await
+        let client = self.db.client().await?;
+        db::users::find_by_clerk_id(&client, clerk_id)
+            .await
+            .map_err(|e| self.db.observed(e))
     }
 }
 
 /// moka hands every waiter the same `Arc` error; each caller needs its own value.
 fn unshare(e: &UsersError) -> UsersError {
     match e {
+        UsersError::Db(DbError::Unreachable(m)) => DbError::Unreachable(m.clone()).into(),
         UsersError::Db(DbError::Unavailable(m)) => DbError::Unavailable(m.clone()).into(),
         UsersError::Db(DbError::Other(m)) => DbError::Other(m.clone()).into(),
         UsersError::Clerk(ClerkError::NotFound) => ClerkError::NotFound.into(),

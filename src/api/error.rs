@@ -155,7 +155,7 @@ impl ApiError {
                 "the merged metadata would be larger than 16 KiB",
             ),
             Self::Users(UsersError::Db(e)) | Self::Db(e) => match e {
-                DbError::Unavailable(cause) => {
+                DbError::Unreachable(cause) | DbError::Unavailable(cause) => {
                     tracing::warn!(%cause, "database unavailable");
                     unavailable("database-unavailable", "the database is unavailable", 2)
                 }

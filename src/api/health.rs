@@ -72,7 +72,7 @@ operation_errors!(PingError {
 });
 
 async fn db_ok(state: &AppState) -> Result<(), ApiError> {
-    match tokio::time::timeout(db::PING_TIMEOUT, db::ping(&state.pool)).await {
+    match tokio::time::timeout(db::PING_TIMEOUT, db::ping(&state.db)).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(_) => Err(db::DbError::Unavailable("ping timed out".into()).into()),
     }
@@ -135,7 +135,7 @@ impl HealthApi {
     /// state, user lookups, the pool.
     #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
     async fn metrics(&self, state: poem::web::Data<&AppState>) -> MetricsResponse {
-        let pool = state.pool.status();
+        let pool = state.db.pool().status();
         let keys = &state.verifier.keys;
         let age = keys.age().map_or(-1.0, |a| a.as_secs_f64());
         let loaded = keys.current().map_or(0.0, |s| s.len() as f64);
@@ -160,6 +160,16 @@ impl HealthApi {
                 },
             ),
             (
+                "clerk_users_user_cache_listening",
+                "1 while the user cache receives change notifications and serves; 0 while it is \
+                 bypassed (or off).",
+                if state.users.cache().is_listening() {
+                    1.0
+                } else {
+                    0.0
+                },
+            ),
+            (
                 "clerk_users_user_cache_entries",
                 "Users held in the user cache (an estimate).",
                 state.users.cache().entries() as f64,
@@ -168,6 +178,16 @@ impl HealthApi {
                 "clerk_users_token_cache_entries",
                 "Verified tokens held (an estimate).",
                 state.verifier.cached_tokens() as f64,
+            ),
+            (
+                "clerk_users_db_reachable",
+                "1 while the database can be reached, 0 while it is known to be down.",
+                if state.db.is_down() { 0.0 } else { 1.0 },
+            ),
+            (
+                "clerk_users_db_unreachable_seconds",
+                "How long the database has been known to be down (0 while it is reachable).",
+                state.db.down_for().map_or(0.0, |d| d.as_secs_f64()),
             ),
             (
                 "clerk_users_db_pool_max_size",

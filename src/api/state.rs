@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
-
-use crate::{auth::Verifier, metrics::Metrics, users::Users, webhooks::SvixVerifier};
+use crate::{auth::Verifier, db::Database, metrics::Metrics, users::Users, webhooks::SvixVerifier};
 
 /// One shared instance: poem's `data` copies it into every request, and a copy of the fields
 /// themselves (a dozen reference counts and the token policy's strings) showed up on the hot path.
@@ -27,7 +25,7 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct State {
-    pub pool: Pool,
+    pub db: Database,
     pub verifier: Verifier,
     pub users: Users,
     pub metrics: Metrics,

@@ -1,6 +1,7 @@
 //! PostgreSQL: the pool (bounded waits, so no request hangs) and the migrations of `sql/`, applied
 //! in order under an advisory lock so that many replicas may start at once.
 
+pub mod health;
 pub mod notify;
 pub mod users;
 pub mod webhooks;
@@ -8,7 +9,9 @@ pub mod webhooks;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use tokio_postgres::NoTls;
 
 use crate::settings::DatabaseSettings;
@@ -55,7 +58,12 @@ pub fn create_pool(settings: &DatabaseSettings) -> Pool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// The database cannot be reached, or no connection came free in time: a 503.
+    /// The database cannot be reached: no connection could be made, or the server closed it or is
+    /// shutting down. A 503, and [`Database`] fails fast until a probe reaches it again.
+    #[error("database unreachable: {0}")]
+    Unreachable(String),
+    /// Reachable but not answering in time (a statement timeout, no pooled connection came free,
+    /// too many connections): a 503, nothing more.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// Anything else is a bug or a broken schema: a 500.
@@ -63,10 +71,20 @@ pub enum DbError {
     Other(String),
 }
 
+impl DbError {
+    /// Either 503 kind.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::Unavailable(_))
+    }
+}
+
 impl From<PoolError> for DbError {
     fn from(e: PoolError) -> Self {
         match e {
             PoolError::Backend(e) => e.into(),
+            PoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle) => {
+                DbError::Unreachable(format!("connecting: {e}"))
+            }
             other => DbError::Unavailable(other.to_string()),
         }
     }
@@ -75,24 +93,27 @@ impl From<PoolError> for DbError {
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
-        let unavailable = e.is_closed()
+        let unreachable = e.is_closed()
             || e.code().is_none()
             || e.code().is_some_and(|c| {
                 [
-                    SqlState::QUERY_CANCELED,
                     SqlState::ADMIN_SHUTDOWN,
                     SqlState::CRASH_SHUTDOWN,
                     SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::TOO_MANY_CONNECTIONS,
                 ]
                 .contains(c)
             });
+        let busy = e.code().is_some_and(|c| {
+            [SqlState::QUERY_CANCELED, SqlState::TOO_MANY_CONNECTIONS].contains(c)
+        });
         // `Display` of a server error is only "db error": keep its code and message.
         let cause = match e.as_db_error() {
             Some(db) => format!("{} ({}): {}", e, db.code().code(), db.message()),
             None => e.to_string(),
         };
-        if unavailable {
+        if unreachable {
+            DbError::Unreachable(cause)
+        } else if busy {
             DbError::Unavailable(cause)
         } else {
             DbError::Other(cause)
@@ -100,9 +121,11 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
-/// `select 1`, for `/db-test/ping` and `/readyz`.
-pub async fn ping(pool: &Pool) -> Result<(), DbError> {
-    let client = pool.get().await?;
+pub use self::health::Database;
+
+/// `select 1`, for `/db-test/ping` and `/readyz`; at once an error while the database is down.
+pub async fn ping(db: &Database) -> Result<(), DbError> {
+    let client = db.client().await?;
     let stmt = client.prepare_cached("select 1").await?;
     client.query_one(&stmt, &[]).await?;
     Ok(())
