@@ -33,6 +33,10 @@ struct Inner {
     hit_miss: [[AtomicU64; 2]; 3],
     /// `clerk_users_token_verifications_total{outcome="ok"}`, the one outcome of every request.
     verified: AtomicU64,
+    /// Known users answered from the cache while the database could not be reached, and the sum
+    /// of those entries' ages (microseconds since last confirmed).
+    stale_answers: AtomicU64,
+    stale_age_micros: AtomicU64,
     /// By [`Route`], then status code less 100 (statuses run from 100 to 599).
     requests: [[AtomicU64; STATUSES]; Route::ALL.len()],
     latency: Histogram,
@@ -44,6 +48,8 @@ impl Default for Inner {
             counters: Mutex::default(),
             hit_miss: Default::default(),
             verified: AtomicU64::default(),
+            stale_answers: AtomicU64::default(),
+            stale_age_micros: AtomicU64::default(),
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::default())),
             latency: Histogram::default(),
         }
@@ -181,6 +187,15 @@ impl Metrics {
         self.hit_or_miss(2, hit);
     }
 
+    /// A known user answered from the cache while the database could not be reached, `age` after
+    /// the entry was last confirmed.
+    pub fn stale_answer(&self, age: Duration) {
+        self.0.stale_answers.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .stale_age_micros
+            .fetch_add(age.as_micros() as u64, Ordering::Relaxed);
+    }
+
     /// One finished request, by its route (never the raw path) and status.
     pub fn request(&self, route: Route, status: u16, latency: Duration) {
         let status = usize::from(status.clamp(100, 599)) - 100;
@@ -242,6 +257,20 @@ impl Metrics {
         let _ = writeln!(
             out,
             "clerk_users_http_request_duration_seconds_count {count}"
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP clerk_users_user_stale_age_seconds Known users answered from the cache while \
+             the database could not be reached, by the age of the entry since last confirmed."
+        );
+        let _ = writeln!(out, "# TYPE clerk_users_user_stale_age_seconds summary");
+        let stale_sum = self.0.stale_age_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let stale_count = self.0.stale_answers.load(Ordering::Relaxed);
+        let _ = writeln!(out, "clerk_users_user_stale_age_seconds_sum {stale_sum}");
+        let _ = writeln!(
+            out,
+            "clerk_users_user_stale_age_seconds_count {stale_count}"
         );
 
         let mut counters = self

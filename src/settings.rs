@@ -83,6 +83,8 @@ pub struct RawSettings {
     #[serde(deserialize_with = "opt_string")]
     pub user_cache_ttl_secs: Option<String>,
     #[serde(deserialize_with = "opt_string")]
+    pub user_cache_stale_if_error_secs: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
     pub token_cache_max_entries: Option<String>,
     #[serde(deserialize_with = "opt_string")]
     pub api_env: Option<String>,
@@ -135,6 +137,7 @@ pub const KEYS: &[&str] = &[
     "clerk_breaker_cooldown_ms",
     "user_cache_max_entries",
     "user_cache_ttl_secs",
+    "user_cache_stale_if_error_secs",
     "token_cache_max_entries",
     "api_env",
     "listen_addr",
@@ -247,6 +250,9 @@ pub struct DatabaseSettings {
 pub struct CacheSettings {
     pub user_max_entries: u64,
     pub user_ttl: Duration,
+    /// How long after its last confirmation a cached user is still served while the database
+    /// cannot be reached; 0: never.
+    pub user_stale_if_error: Duration,
     pub token_max_entries: u64,
 }
 
@@ -696,6 +702,12 @@ impl RawSettings {
                     10_000_000,
                 )?,
                 user_ttl: secs("user_cache_ttl_secs", &self.user_cache_ttl_secs, 0, 86_400)?,
+                user_stale_if_error: secs(
+                    "user_cache_stale_if_error_secs",
+                    &self.user_cache_stale_if_error_secs,
+                    0,
+                    86_400,
+                )?,
                 token_max_entries: number(
                     "token_cache_max_entries",
                     &self.token_cache_max_entries,

@@ -1,14 +1,20 @@
 //! The user cache, coherent across replicas: every write sends a PostgreSQL `NOTIFY` on
 //! [`CHANNEL`](crate::db::notify::CHANNEL) in its transaction, and every replica listens on a
 //! connection of its own and drops the entry. While that connection is down (notifications may be
-//! missed) the cache is bypassed and emptied; the TTL bounds staleness should anything slip through.
+//! missed) the cache is bypassed; the TTL bounds staleness should anything slip through.
+//!
+//! Stale-if-error: an entry was last confirmed when the listener last heard everything (up to the
+//! moment it was lost). While the database itself cannot be reached, [`UserCache::get_stale`]
+//! still hands out such an entry for up to the stale limit after that moment, so entries are kept
+//! (within the same size bound) past their TTL for that purpose. When the listener is back, every
+//! entry held is dropped: notifications sent just before the outage may have been lost.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures_util::StreamExt;
@@ -18,12 +24,24 @@ use super::Known;
 use crate::{db::notify::CHANNEL, metrics::Metrics, settings::Secret};
 
 struct Inner {
-    cache: moka::future::Cache<String, Arc<Known>>,
+    cache: moka::future::Cache<String, Entry>,
+    /// An entry is served as fresh for this long after it was read.
+    ttl: Duration,
+    /// How long after its last confirmation an entry may be served while the database is down.
+    stale_limit: Duration,
     /// True while the listener is connected and listening.
     live: AtomicBool,
+    /// When the listener was last lost after listening: every entry held was confirmed up to then.
+    lost_at: Mutex<Option<Instant>>,
     /// Bumped by every invalidation: a row read before an invalidation is not cached after it.
     epoch: AtomicU64,
     metrics: Metrics,
+}
+
+#[derive(Clone)]
+struct Entry {
+    known: Arc<Known>,
+    read_at: Instant,
 }
 
 /// Cheap to clone. A disabled cache (size or TTL 0) holds nothing and never listens.
@@ -31,17 +49,22 @@ struct Inner {
 pub struct UserCache(Option<Arc<Inner>>);
 
 impl UserCache {
-    pub fn new(max_entries: u64, ttl: Duration, metrics: Metrics) -> Self {
+    /// `stale_limit`: how long past the listener's loss an entry still serves while the database
+    /// is unreachable (0: never).
+    pub fn new(max_entries: u64, ttl: Duration, stale_limit: Duration, metrics: Metrics) -> Self {
         if max_entries == 0 || ttl.is_zero() {
             return Self(None);
         }
         let cache = moka::future::Cache::builder()
             .max_capacity(max_entries)
-            .time_to_live(ttl)
+            .time_to_live(ttl + stale_limit)
             .build();
         Self(Some(Arc::new(Inner {
             cache,
+            ttl,
+            stale_limit,
             live: AtomicBool::new(false),
+            lost_at: Mutex::new(None),
             epoch: AtomicU64::new(0),
             metrics,
         })))
@@ -51,15 +74,42 @@ impl UserCache {
         Self(None)
     }
 
-    /// A cached row, only while invalidations are being received.
+    /// A cached row read less than the TTL ago, only while invalidations are being received.
     pub async fn get(&self, clerk_id: &str) -> Option<Arc<Known>> {
         let inner = self.0.as_ref()?;
         if !inner.live.load(Ordering::Acquire) {
             return None;
         }
-        let row = inner.cache.get(clerk_id).await;
-        inner.metrics.user_cache(row.is_some());
-        row
+        let known = inner
+            .cache
+            .get(clerk_id)
+            .await
+            .filter(|e| e.read_at.elapsed() < inner.ttl)
+            .map(|e| e.known);
+        inner.metrics.user_cache(known.is_some());
+        known
+    }
+
+    /// For a database that cannot be reached: the entry held for `clerk_id` and how long ago it
+    /// was last confirmed, when that is within the stale limit. While the listener still listens
+    /// every entry is confirmed up to now; once it is lost, up to the moment it was lost.
+    pub async fn get_stale(&self, clerk_id: &str) -> Option<(Arc<Known>, Duration)> {
+        let inner = self.0.as_ref()?;
+        let age = if inner.live.load(Ordering::Acquire) {
+            Duration::ZERO
+        } else {
+            inner
+                .lost_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()?
+                .elapsed()
+        };
+        if age >= inner.stale_limit {
+            return None;
+        }
+        let entry = inner.cache.get(clerk_id).await?;
+        Some((entry.known, age))
     }
 
     /// Take before reading a row from the database; pass to [`UserCache::insert`].
@@ -73,10 +123,11 @@ impl UserCache {
     pub async fn insert(&self, known: &Arc<Known>, epoch: u64) {
         let Some(inner) = &self.0 else { return };
         if inner.live.load(Ordering::Acquire) && inner.epoch.load(Ordering::Acquire) == epoch {
-            inner
-                .cache
-                .insert(known.row.clerk_id.clone(), Arc::clone(known))
-                .await;
+            let entry = Entry {
+                known: Arc::clone(known),
+                read_at: Instant::now(),
+            };
+            inner.cache.insert(known.row.clerk_id.clone(), entry).await;
         }
     }
 
@@ -88,12 +139,31 @@ impl UserCache {
         }
     }
 
-    fn set_live(&self, live: bool) {
+    /// Listening from now on: what is held was not confirmed while the listener was away.
+    fn listening(&self) {
         if let Some(inner) = &self.0 {
             inner.epoch.fetch_add(1, Ordering::AcqRel);
             inner.cache.invalidate_all();
-            inner.live.store(live, Ordering::Release);
+            *inner.lost_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            inner.live.store(true, Ordering::Release);
         }
+    }
+
+    /// The listener is gone: bypass the cache, but keep what is held for [`UserCache::get_stale`].
+    fn lost(&self) {
+        if let Some(inner) = &self.0 {
+            inner.epoch.fetch_add(1, Ordering::AcqRel);
+            if inner.live.swap(false, Ordering::AcqRel) {
+                *inner.lost_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }
+        }
+    }
+
+    /// True while invalidations are being received (the cache serves only then).
+    pub fn is_listening(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|i| i.live.load(Ordering::Acquire))
     }
 
     pub fn entries(&self) -> u64 {
@@ -120,7 +190,7 @@ impl UserCache {
                         }
                     }
                 }
-                cache.set_live(false);
+                cache.lost();
                 tokio::time::sleep(Duration::from_millis(100 << failures.min(6))).await;
             }
         }))
@@ -142,7 +212,7 @@ impl UserCache {
         let result = async {
             client.batch_execute(&format!("listen {CHANNEL}")).await?;
             // From here on every write is heard: start from an empty cache.
-            self.set_live(true);
+            self.listening();
             tracing::info!("user cache: listening for invalidations");
             let mut keepalive = tokio::time::interval(Duration::from_secs(5));
             loop {
