@@ -303,7 +303,7 @@ async fn cors_answers_only_configured_origins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_expose_the_families_of_section_8() {
+async fn metrics_expose_the_documented_families() {
     let app = TestApp::spawn().await;
     let user = app.clerk.new_user();
     assert_eq!(app.get_me(&app.token_for(&user)).await.status(), 200);
@@ -323,6 +323,9 @@ async fn metrics_expose_the_families_of_section_8() {
         "clerk_users_user_lookups_total{result=\"miss\"} 1",
         "clerk_users_db_pool_size ",
         "clerk_users_db_pool_waiting 0",
+        "clerk_users_db_reachable 1",
+        "clerk_users_db_unreachable_seconds 0",
+        "clerk_users_user_stale_age_seconds_count 0",
     ] {
         assert!(text.contains(needle), "{needle} missing in:\n{text}");
     }
