@@ -166,6 +166,8 @@ struct Stats {
     outage_503: Vec<u32>,
     wrong: Vec<String>,
     wrong_count: u64,
+    /// Known users answered while PostgreSQL was stopped: (all, 200).
+    known_while_db_down: (u64, u64),
 }
 
 struct Shared {
@@ -188,6 +190,8 @@ struct Shared {
     stats: Mutex<Stats>,
     /// Set while Clerk's Backend API is down (503 for every lookup).
     outage: AtomicBool,
+    /// Set from PostgreSQL's stop until it answers through the service again.
+    db_down: AtomicBool,
     requests: AtomicU64,
 }
 
@@ -354,6 +358,10 @@ async fn call(
         shared.wrong(format!("{kind:?} {user:?}: {}", problems.join("; ")));
     }
     let mut stats = shared.stats.lock().unwrap();
+    if kind == Kind::Known && shared.db_down.load(Ordering::Relaxed) {
+        stats.known_while_db_down.0 += 1;
+        stats.known_while_db_down.1 += u64::from(status == 200);
+    }
     *stats.answers.entry((kind, status, code)).or_default() += 1;
     stats.latency.entry(kind).or_default().push(took);
     Some(status)
@@ -746,6 +754,7 @@ async fn run(opts: Opts) -> Result<Checks, String> {
         invalid,
         stats: Mutex::default(),
         outage: AtomicBool::new(false),
+        db_down: AtomicBool::new(false),
         requests: AtomicU64::new(0),
     });
 
@@ -796,6 +805,7 @@ async fn run(opts: Opts) -> Result<Checks, String> {
                     "soak: {:>5.1} s  PostgreSQL stopped",
                     shared.started.elapsed().as_secs_f64()
                 );
+                shared.db_down.store(true, Ordering::Relaxed);
                 cluster = tokio::task::spawn_blocking(move || cluster.stop().map(|()| cluster))
                     .await
                     .unwrap()
@@ -825,6 +835,7 @@ async fn run(opts: Opts) -> Result<Checks, String> {
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                shared.db_down.store(false, Ordering::Relaxed);
                 recovered.push(back);
             }
             Ok::<_, String>((cluster, recovered))
@@ -893,6 +904,11 @@ async fn run(opts: Opts) -> Result<Checks, String> {
             v.len()
         );
     }
+    let (down_known, down_known_ok) = stats.known_while_db_down;
+    println!(
+        "known users while PostgreSQL was down: {down_known_ok} of {down_known} answered 200 \
+         (from the user cache)"
+    );
     let mut outage = stats.outage_503;
     println!(
         "first-sight 503s while Clerk was down: {} (p50 {:.1} ms, p99 {:.1} ms)",
@@ -1024,6 +1040,12 @@ async fn run(opts: Opts) -> Result<Checks, String> {
         &format!(
             "every answer correct or a documented 401/503 ({} not)",
             stats.wrong_count
+        ),
+    );
+    checks.check(
+        down_known == 0 || down_known_ok * 100 >= down_known * 99,
+        &format!(
+            "known users keep getting 200 while PostgreSQL is down ({down_known_ok} of {down_known})"
         ),
     );
     checks.check(duplicates == 0, "no user has two rows");
