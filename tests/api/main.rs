@@ -8,6 +8,7 @@ mod first_sight;
 mod helpers;
 mod hostile;
 mod keys;
+mod kubernetes;
 mod layering;
 mod lifecycle;
 mod openapi;
