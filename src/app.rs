@@ -151,7 +151,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::default();
         let pool = db::create_pool(&settings.database);
-        let applied = db::migrate(&pool).await?;
+        let applied = db::migrate(&settings.database, &pool).await?;
         tracing::info!(applied, "database schema up to date");
 
         let state = AppState::new(&settings, pool, clerk::http_client(), metrics);
@@ -160,10 +160,10 @@ impl Application {
         }
         let background = [
             state.verifier.keys.spawn_refresher(),
-            state
-                .users
-                .cache()
-                .spawn_listener(settings.database.config.clone()),
+            state.users.cache().spawn_listener(
+                db::direct_or_pooled(&settings.database).clone(),
+                state.pool.clone(),
+            ),
             crate::memory::spawn_trimmer(),
         ]
         .into_iter()

@@ -41,6 +41,10 @@ pub struct RawSettings {
     #[serde(deserialize_with = "opt_string")]
     pub database_url: Option<String>,
     #[serde(deserialize_with = "opt_string")]
+    pub database_direct_url: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
+    pub database_prepared_statements: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
     pub clerk_secret_key: Option<String>,
     #[serde(deserialize_with = "opt_string")]
     pub clerk_issuer: Option<String>,
@@ -114,6 +118,8 @@ pub struct RawSettings {
 /// never leak into the settings.
 pub const KEYS: &[&str] = &[
     "database_url",
+    "database_direct_url",
+    "database_prepared_statements",
     "clerk_secret_key",
     "clerk_issuer",
     "clerk_jwks_url",
@@ -234,8 +240,12 @@ pub struct ClerkSettings {
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// The connection settings; tokio-postgres redacts the password in `Debug`.
-    pub config: Secret<tokio_postgres::Config>,
+    /// `DATABASE_URL`: the connection settings and their TLS (password redacted in `Debug`).
+    pub url: crate::db::connect::ConnectOptions,
+    /// `DATABASE_DIRECT_URL`: where migrations and `LISTEN` go, when set.
+    pub direct_url: Option<crate::db::connect::ConnectOptions>,
+    /// `DATABASE_PREPARED_STATEMENTS`: `false` sends every statement unnamed.
+    pub prepared_statements: bool,
     pub pool_max_size: usize,
     pub pool_wait_timeout: Duration,
     pub connect_timeout: Duration,
@@ -457,22 +467,30 @@ fn same_origin(a: &Url, b: &Url) -> bool {
 impl RawSettings {
     /// The database settings alone: all that `clerk-users migrate` needs.
     pub fn validate_database(&self) -> Result<DatabaseSettings, SettingsError> {
-        let database_url = required("database_url", &self.database_url)?;
-        let mut config = tokio_postgres::Config::from_str(database_url)
-            .map_err(|_| err("database_url", "not a valid PostgreSQL connection URL"))?;
-        if config.get_hosts().is_empty() {
-            return Err(err("database_url", "names no host"));
-        }
         let connect_timeout = millis(
             "db_connect_timeout_ms",
             &self.db_connect_timeout_ms,
             100,
             60_000,
         )?;
-        config.connect_timeout(connect_timeout);
-        config.application_name("clerk-users");
+        let url = |key: &str, value: &str| {
+            let options = crate::db::connect::ConnectOptions::from_url(value)
+                .map_err(|problem| err(key, problem))?;
+            if options.config.expose().get_hosts().is_empty() {
+                return Err(err(key, "names no host"));
+            }
+            Ok(options.for_service(connect_timeout))
+        };
+        let database_url = required("database_url", &self.database_url)?;
         Ok(DatabaseSettings {
-            config: Secret::new(config),
+            url: url("database_url", database_url)?,
+            direct_url: non_empty(&self.database_direct_url)
+                .map(|u| url("database_direct_url", u))
+                .transpose()?,
+            prepared_statements: boolean(
+                "database_prepared_statements",
+                &self.database_prepared_statements,
+            )?,
             pool_max_size: number("db_pool_max_size", &self.db_pool_max_size, 1, 1_000)?,
             pool_wait_timeout: millis(
                 "db_pool_wait_timeout_ms",

@@ -164,6 +164,16 @@ impl HealthApi {
                 state.users.cache().entries() as f64,
             ),
             (
+                "clerk_users_user_cache_bypassed",
+                "1 while the user cache is enabled but not used, because change notifications are \
+                 not known to arrive (see the log); 0 otherwise.",
+                if state.users.cache().bypassed() {
+                    1.0
+                } else {
+                    0.0
+                },
+            ),
+            (
                 "clerk_users_token_cache_entries",
                 "Verified tokens held (an estimate).",
                 state.verifier.cached_tokens() as f64,

@@ -1,16 +1,17 @@
 //! Cross-replica invalidation: a write announces the changed user on [`CHANNEL`]. Sent inside the
 //! write's transaction, PostgreSQL delivers it only on commit.
 
-use deadpool_postgres::GenericClient;
+use tokio_postgres::types::Type;
 
-use super::DbError;
+use super::{
+    DbError,
+    query::{self, Conn},
+};
 
 pub const CHANNEL: &str = "clerk_users_user_changed";
 
-pub async fn user_changed(client: &impl GenericClient, clerk_id: &str) -> Result<(), DbError> {
-    let stmt = client
-        .prepare_cached("select pg_notify('clerk_users_user_changed', $1)")
-        .await?;
-    client.execute(&stmt, &[&clerk_id]).await?;
+pub async fn user_changed(client: &impl Conn, clerk_id: &str) -> Result<(), DbError> {
+    let sql = "select pg_notify('clerk_users_user_changed', $1)";
+    query::execute(client, sql, &[Type::TEXT], &[&clerk_id]).await?;
     Ok(())
 }

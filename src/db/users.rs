@@ -1,12 +1,14 @@
 //! The `users` queries: one function per statement, each over any client (pool connection or
-//! transaction), each prepared once per connection.
+//! transaction), each through `query` (prepared once per connection, or unnamed).
 
-use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, types::Type};
 use uuid::Uuid;
 
-use super::DbError;
+use super::{
+    DbError,
+    query::{self, Conn},
+};
 use crate::clerk::ClerkUser;
 
 /// One row of `users`.
@@ -44,14 +46,11 @@ impl From<&Row> for UserRow {
 }
 
 pub async fn find_by_clerk_id(
-    client: &impl GenericClient,
+    client: &impl Conn,
     clerk_id: &str,
 ) -> Result<Option<UserRow>, DbError> {
-    let stmt = client
-        .prepare_cached(&format!("select {COLUMNS} from users where clerk_id = $1"))
-        .await?;
-    Ok(client
-        .query_opt(&stmt, &[&clerk_id])
+    let sql = format!("select {COLUMNS} from users where clerk_id = $1");
+    Ok(query::query_opt(client, &sql, &[Type::TEXT], &[&clerk_id])
         .await?
         .as_ref()
         .map(UserRow::from))
@@ -66,12 +65,8 @@ fn from_millis(ms: i64) -> Option<OffsetDateTime> {
 /// its values (the update still runs so that `returning` always yields the row, in one
 /// statement, whoever won a concurrent insert). `id`, `metadata` and `created_at` are never
 /// touched by Clerk data.
-pub async fn upsert_from_clerk(
-    client: &impl GenericClient,
-    user: &ClerkUser,
-) -> Result<UserRow, DbError> {
-    let stmt = client
-        .prepare_cached(&format!(
+pub async fn upsert_from_clerk(client: &impl Conn, user: &ClerkUser) -> Result<UserRow, DbError> {
+    let sql = format!(
             "insert into users as u
                  (id, clerk_id, email, first_name, last_name, username, image_url, clerk_created_at, clerk_updated_at)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -89,66 +84,75 @@ pub async fn upsert_from_clerk(
         .replace(
             "newer",
             "(u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at)",
-        ))
-        .await?;
-    let row = client
-        .query_one(
-            &stmt,
-            &[
-                &Uuid::now_v7(),
-                &user.id,
-                &user.primary_email(),
-                &user.first_name,
-                &user.last_name,
-                &user.username,
-                &user.image_url,
-                &from_millis(user.created_at),
-                &from_millis(user.updated_at),
-            ],
-        )
-        .await?;
+        );
+    let text = Type::TEXT;
+    let row = query::query_one(
+        client,
+        &sql,
+        &[
+            Type::UUID,
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+        ],
+        &[
+            &Uuid::now_v7(),
+            &user.id,
+            &user.primary_email(),
+            &user.first_name,
+            &user.last_name,
+            &user.username,
+            &user.image_url,
+            &from_millis(user.created_at),
+            &from_millis(user.updated_at),
+        ],
+    )
+    .await?;
     Ok(UserRow::from(&row))
 }
 
 /// Replace `metadata` (already merged by the caller under `lock_metadata`'s row lock).
 pub async fn set_metadata(
-    client: &impl GenericClient,
+    client: &impl Conn,
     clerk_id: &str,
     metadata: &serde_json::Value,
 ) -> Result<Option<UserRow>, DbError> {
-    let stmt = client
-        .prepare_cached(&format!(
-            "update users set metadata = $2, updated_at = now() where clerk_id = $1 returning {COLUMNS}"
-        ))
-        .await?;
-    Ok(client
-        .query_opt(&stmt, &[&clerk_id, metadata])
-        .await?
-        .as_ref()
-        .map(UserRow::from))
+    let sql = format!(
+        "update users set metadata = $2, updated_at = now() where clerk_id = $1 returning {COLUMNS}"
+    );
+    Ok(query::query_opt(
+        client,
+        &sql,
+        &[Type::TEXT, Type::JSONB],
+        &[&clerk_id, metadata],
+    )
+    .await?
+    .as_ref()
+    .map(UserRow::from))
 }
 
 /// The current `metadata`, locking the row until the transaction ends (PATCH is read-merge-write).
 pub async fn lock_metadata(
-    client: &impl GenericClient,
+    client: &impl Conn,
     clerk_id: &str,
 ) -> Result<Option<serde_json::Value>, DbError> {
-    let stmt = client
-        .prepare_cached("select metadata from users where clerk_id = $1 for update")
-        .await?;
-    Ok(client
-        .query_opt(&stmt, &[&clerk_id])
-        .await?
-        .map(|r| r.get(0)))
+    Ok(query::query_opt(
+        client,
+        "select metadata from users where clerk_id = $1 for update",
+        &[Type::TEXT],
+        &[&clerk_id],
+    )
+    .await?
+    .map(|r| r.get(0)))
 }
 
 /// Delete the local record. `true` when there was one.
-pub async fn delete_by_clerk_id(
-    client: &impl GenericClient,
-    clerk_id: &str,
-) -> Result<bool, DbError> {
-    let stmt = client
-        .prepare_cached("delete from users where clerk_id = $1")
-        .await?;
-    Ok(client.execute(&stmt, &[&clerk_id]).await? > 0)
+pub async fn delete_by_clerk_id(client: &impl Conn, clerk_id: &str) -> Result<bool, DbError> {
+    let sql = "delete from users where clerk_id = $1";
+    Ok(query::execute(client, sql, &[Type::TEXT], &[&clerk_id]).await? > 0)
 }
