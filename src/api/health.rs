@@ -165,8 +165,8 @@ impl HealthApi {
             ),
             (
                 "clerk_users_user_cache_bypassed",
-                "1 while the user cache is enabled but not used, because change notifications are \
-                 not known to arrive (see the log); 0 otherwise.",
+                "Whether the user cache is bypassed because change notifications are not known to \
+                 arrive (see the log): every lookup reads the database.",
                 if state.users.cache().bypassed() {
                     1.0
                 } else {

@@ -4,12 +4,14 @@
 mod breaker;
 mod browser;
 mod cache;
+mod db_tls;
 mod first_sight;
 mod helpers;
 mod hostile;
 mod keys;
 mod lifecycle;
 mod openapi;
+mod pooler;
 mod storage;
 mod token_props;
 mod token_rules;
