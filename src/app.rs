@@ -52,7 +52,7 @@ pub fn app_state(
             settings.caches.user_stale_if_error,
             metrics.clone(),
         );
-        let db = Database::new(pool);
+        let db = Database::new(pool, db::query::Mode::of(&settings.database));
         let users = Users::new(db.clone(), clerk, cache, metrics.clone());
         let webhooks = settings
             .clerk
@@ -136,7 +136,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::default();
         let pool = db::create_pool(&settings.database);
-        let applied = db::migrate(&pool).await?;
+        let applied = db::migrate(&settings.database, &pool).await?;
         tracing::info!(applied, "database schema up to date");
 
         let state = app_state(&settings, pool, net::http_client(), metrics);
@@ -145,10 +145,10 @@ impl Application {
         }
         let background = [
             state.verifier.keys.spawn_refresher(),
-            state
-                .users
-                .cache()
-                .spawn_listener(settings.database.config.clone()),
+            state.users.cache().spawn_listener(
+                db::direct_or_pooled(&settings.database).clone(),
+                state.db.clone(),
+            ),
             crate::memory::spawn_trimmer(),
         ]
         .into_iter()

@@ -47,6 +47,9 @@ pub mod net;
 /// Hands freed memory back to the system.
 pub mod memory;
 
+/// A value that never prints: secrets held anywhere.
+pub mod secret;
+
 /// The Clerk stand-in and throwaway PostgreSQL for tests, benchmarks and the local run.
 #[cfg(feature = "testkit")]
 pub mod testkit;

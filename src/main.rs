@@ -55,7 +55,7 @@ fn run(command: &str) -> ExitCode {
         telemetry::init(settings.log_format, &settings.rust_log, log_writer);
         runtime.block_on(async move {
             let pool = db::create_pool(&settings.database);
-            let applied = db::migrate(&pool).await?;
+            let applied = db::migrate(&settings.database, &pool).await?;
             tracing::info!(applied, "migrations applied");
             anyhow::Ok(())
         })

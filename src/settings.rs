@@ -13,25 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The defaults, compiled in so the binary runs without a `config/` folder.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-/// A value that never appears in `Debug` or `Display` output, nor in logs.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
-    /// The only way to the value: greppable, so every use is deliberate.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+pub use crate::secret::Secret;
 
 /// One flat key per setting, as in the files and the environment. Every key has a default in
 /// `config/default.toml` except the three required ones.
@@ -40,6 +22,10 @@ impl<T> fmt::Debug for Secret<T> {
 pub struct RawSettings {
     #[serde(deserialize_with = "opt_string")]
     pub database_url: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
+    pub database_direct_url: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
+    pub database_prepared_statements: Option<String>,
     #[serde(deserialize_with = "opt_string")]
     pub clerk_secret_key: Option<String>,
     #[serde(deserialize_with = "opt_string")]
@@ -116,6 +102,8 @@ pub struct RawSettings {
 /// never leak into the settings.
 pub const KEYS: &[&str] = &[
     "database_url",
+    "database_direct_url",
+    "database_prepared_statements",
     "clerk_secret_key",
     "clerk_issuer",
     "clerk_jwks_url",
@@ -237,8 +225,12 @@ pub struct ClerkSettings {
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// The connection settings; tokio-postgres redacts the password in `Debug`.
-    pub config: Secret<tokio_postgres::Config>,
+    /// `DATABASE_URL`: the connection settings and their TLS (password redacted in `Debug`).
+    pub url: crate::net::postgres::ConnectOptions,
+    /// `DATABASE_DIRECT_URL`: where migrations and `LISTEN` go, when set.
+    pub direct_url: Option<crate::net::postgres::ConnectOptions>,
+    /// `DATABASE_PREPARED_STATEMENTS`: `false` sends every statement unnamed.
+    pub prepared_statements: bool,
     pub pool_max_size: usize,
     pub pool_wait_timeout: Duration,
     pub connect_timeout: Duration,
@@ -463,22 +455,30 @@ fn same_origin(a: &Url, b: &Url) -> bool {
 impl RawSettings {
     /// The database settings alone: all that `clerk-users migrate` needs.
     pub fn validate_database(&self) -> Result<DatabaseSettings, SettingsError> {
-        let database_url = required("database_url", &self.database_url)?;
-        let mut config = tokio_postgres::Config::from_str(database_url)
-            .map_err(|_| err("database_url", "not a valid PostgreSQL connection URL"))?;
-        if config.get_hosts().is_empty() {
-            return Err(err("database_url", "names no host"));
-        }
         let connect_timeout = millis(
             "db_connect_timeout_ms",
             &self.db_connect_timeout_ms,
             100,
             60_000,
         )?;
-        config.connect_timeout(connect_timeout);
-        config.application_name("clerk-users");
+        let url = |key: &str, value: &str| {
+            let options = crate::net::postgres::ConnectOptions::from_url(value)
+                .map_err(|problem| err(key, problem))?;
+            if options.config.expose().get_hosts().is_empty() {
+                return Err(err(key, "names no host"));
+            }
+            Ok(options.for_service(connect_timeout))
+        };
+        let database_url = required("database_url", &self.database_url)?;
         Ok(DatabaseSettings {
-            config: Secret::new(config),
+            url: url("database_url", database_url)?,
+            direct_url: non_empty(&self.database_direct_url)
+                .map(|u| url("database_direct_url", u))
+                .transpose()?,
+            prepared_statements: boolean(
+                "database_prepared_statements",
+                &self.database_prepared_statements,
+            )?,
             pool_max_size: number("db_pool_max_size", &self.db_pool_max_size, 1, 1_000)?,
             pool_wait_timeout: millis(
                 "db_pool_wait_timeout_ms",

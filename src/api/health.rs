@@ -160,19 +160,19 @@ impl HealthApi {
                 },
             ),
             (
-                "clerk_users_user_cache_listening",
-                "1 while the user cache receives change notifications and serves; 0 while it is \
-                 bypassed (or off).",
-                if state.users.cache().is_listening() {
+                "clerk_users_user_cache_entries",
+                "Users held in the user cache (an estimate).",
+                state.users.cache().entries() as f64,
+            ),
+            (
+                "clerk_users_user_cache_bypassed",
+                "Whether the user cache is bypassed because change notifications are not known to \
+                 arrive (see the log): every lookup reads the database.",
+                if state.users.cache().bypassed() {
                     1.0
                 } else {
                     0.0
                 },
-            ),
-            (
-                "clerk_users_user_cache_entries",
-                "Users held in the user cache (an estimate).",
-                state.users.cache().entries() as f64,
             ),
             (
                 "clerk_users_token_cache_entries",

@@ -13,14 +13,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Pool;
 
-use super::DbError;
+use super::{
+    DbError,
+    query::{Client, Mode},
+};
 
 /// The pool, and what is known of the database's reachability.
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    mode: Mode,
     health: Arc<Health>,
 }
 
@@ -38,9 +42,10 @@ struct Health {
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 impl Database {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, mode: Mode) -> Self {
         Self {
             pool,
+            mode,
             health: Arc::default(),
         }
     }
@@ -64,13 +69,16 @@ impl Database {
     }
 
     /// A pooled connection; at once an error while the database is known to be down.
-    pub async fn client(&self) -> Result<Object, DbError> {
+    pub async fn client(&self) -> Result<Client, DbError> {
         if self.is_down() {
             return Err(DbError::Unreachable(
                 "known to be down (a probe checks when it is back)".into(),
             ));
         }
-        self.pool.get().await.map_err(|e| self.observed(e.into()))
+        match self.pool.get().await {
+            Ok(client) => Ok(Client::new(client, self.mode)),
+            Err(e) => Err(self.observed(e.into())),
+        }
     }
 
     /// Pass on an error of this database, noting first whether it says the database is

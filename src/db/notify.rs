@@ -1,14 +1,23 @@
 //! Cross-replica invalidation: a write announces the changed user on [`CHANNEL`]. Sent inside the
 //! write's transaction, PostgreSQL delivers it only on commit.
 
-use deadpool_postgres::GenericClient;
+use tokio_postgres::types::Type;
 
-use super::DbError;
+use super::{
+    DbError,
+    query::{self, Conn},
+};
 
 pub const CHANNEL: &str = "clerk_users_user_changed";
 
-pub async fn user_changed(client: &impl GenericClient, clerk_id: &str) -> Result<(), DbError> {
-    let stmt = client.prepare_cached("select pg_notify($1, $2)").await?;
-    client.execute(&stmt, &[&CHANNEL, &clerk_id]).await?;
+pub async fn user_changed(client: &impl Conn, clerk_id: &str) -> Result<(), DbError> {
+    let sql = "select pg_notify($1, $2)";
+    query::execute(
+        client,
+        sql,
+        &[Type::TEXT, Type::TEXT],
+        &[&CHANNEL, &clerk_id],
+    )
+    .await?;
     Ok(())
 }

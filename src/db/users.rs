@@ -1,12 +1,14 @@
 //! The `users` queries: one function per statement, each over any client (pool connection or
-//! transaction), each prepared once per connection.
+//! transaction), each through `query` (prepared once per connection, or unnamed).
 
-use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, types::Type};
 use uuid::Uuid;
 
-use super::DbError;
+use super::{
+    DbError,
+    query::{self, Conn},
+};
 use crate::clerk::ClerkUser;
 
 /// One row of `users`.
@@ -53,13 +55,11 @@ fn user(row: Option<Row>) -> Result<Option<UserRow>, DbError> {
 }
 
 pub async fn find_by_clerk_id(
-    client: &impl GenericClient,
+    client: &impl Conn,
     clerk_id: &str,
 ) -> Result<Option<UserRow>, DbError> {
-    let stmt = client
-        .prepare_cached(&format!("select {COLUMNS} from users where clerk_id = $1"))
-        .await?;
-    user(client.query_opt(&stmt, &[&clerk_id]).await?)
+    let sql = format!("select {COLUMNS} from users where clerk_id = $1");
+    user(query::query_opt(client, &sql, &[Type::TEXT], &[&clerk_id]).await?)
 }
 
 fn from_millis(ms: i64) -> Option<OffsetDateTime> {
@@ -71,97 +71,106 @@ fn from_millis(ms: i64) -> Option<OffsetDateTime> {
 /// its values (the update still runs so that `returning` always yields the row, in one
 /// statement, whoever won a concurrent insert). `id`, `metadata` and `created_at` are never
 /// touched by Clerk data.
-pub async fn upsert_from_clerk(
-    client: &impl GenericClient,
-    user: &ClerkUser,
-) -> Result<UserRow, DbError> {
+pub async fn upsert_from_clerk(client: &impl Conn, user: &ClerkUser) -> Result<UserRow, DbError> {
     // "Newer" is written out in each column: `excluded` is Clerk's copy, `u` the stored row.
-    let stmt = client
-        .prepare_cached(&format!(
-            "insert into users as u
-                 (id, clerk_id, email, first_name, last_name, username, image_url, clerk_created_at, clerk_updated_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             on conflict (clerk_id) do update set
-                 email = case
-                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
-                     then excluded.email else u.email end,
-                 first_name = case
-                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
-                     then excluded.first_name else u.first_name end,
-                 last_name = case
-                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
-                     then excluded.last_name else u.last_name end,
-                 username = case
-                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
-                     then excluded.username else u.username end,
-                 image_url = case
-                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
-                     then excluded.image_url else u.image_url end,
-                 clerk_created_at = coalesce(u.clerk_created_at, excluded.clerk_created_at),
-                 clerk_updated_at = case
-                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
-                     then excluded.clerk_updated_at else u.clerk_updated_at end,
-                 updated_at = case
-                     when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
-                     then now() else u.updated_at end
-             returning {COLUMNS}"
-        ))
-        .await?;
-    let row = client
-        .query_one(
-            &stmt,
-            &[
-                &Uuid::now_v7(),
-                &user.id,
-                &user.primary_email(),
-                &user.first_name,
-                &user.last_name,
-                &user.username,
-                &user.image_url,
-                &from_millis(user.created_at),
-                &from_millis(user.updated_at),
-            ],
-        )
-        .await?;
+    let sql = format!(
+        "insert into users as u
+             (id, clerk_id, email, first_name, last_name, username, image_url, clerk_created_at, clerk_updated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         on conflict (clerk_id) do update set
+             email = case
+                 when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                 then excluded.email else u.email end,
+             first_name = case
+                 when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                 then excluded.first_name else u.first_name end,
+             last_name = case
+                 when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                 then excluded.last_name else u.last_name end,
+             username = case
+                 when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                 then excluded.username else u.username end,
+             image_url = case
+                 when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                 then excluded.image_url else u.image_url end,
+             clerk_created_at = coalesce(u.clerk_created_at, excluded.clerk_created_at),
+             clerk_updated_at = case
+                 when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                 then excluded.clerk_updated_at else u.clerk_updated_at end,
+             updated_at = case
+                 when u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+                 then now() else u.updated_at end
+         returning {COLUMNS}"
+    );
+    let text = Type::TEXT;
+    let row = query::query_one(
+        client,
+        &sql,
+        &[
+            Type::UUID,
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+        ],
+        &[
+            &Uuid::now_v7(),
+            &user.id,
+            &user.primary_email(),
+            &user.first_name,
+            &user.last_name,
+            &user.username,
+            &user.image_url,
+            &from_millis(user.created_at),
+            &from_millis(user.updated_at),
+        ],
+    )
+    .await?;
     Ok(UserRow::try_from(&row)?)
 }
 
 /// Replace `metadata` (already merged by the caller under `lock_metadata`'s row lock).
 pub async fn set_metadata(
-    client: &impl GenericClient,
+    client: &impl Conn,
     clerk_id: &str,
     metadata: &serde_json::Value,
 ) -> Result<Option<UserRow>, DbError> {
-    let stmt = client
-        .prepare_cached(&format!(
-            "update users set metadata = $2, updated_at = now() where clerk_id = $1 returning {COLUMNS}"
-        ))
-        .await?;
-    user(client.query_opt(&stmt, &[&clerk_id, metadata]).await?)
+    let sql = format!(
+        "update users set metadata = $2, updated_at = now() where clerk_id = $1 returning {COLUMNS}"
+    );
+    user(
+        query::query_opt(
+            client,
+            &sql,
+            &[Type::TEXT, Type::JSONB],
+            &[&clerk_id, metadata],
+        )
+        .await?,
+    )
 }
 
 /// The current `metadata`, locking the row until the transaction ends (PATCH is read-merge-write).
 pub async fn lock_metadata(
-    client: &impl GenericClient,
+    client: &impl Conn,
     clerk_id: &str,
 ) -> Result<Option<serde_json::Value>, DbError> {
-    let stmt = client
-        .prepare_cached("select metadata from users where clerk_id = $1 for update")
-        .await?;
-    Ok(client
-        .query_opt(&stmt, &[&clerk_id])
-        .await?
-        .map(|r| r.try_get("metadata"))
-        .transpose()?)
+    Ok(query::query_opt(
+        client,
+        "select metadata from users where clerk_id = $1 for update",
+        &[Type::TEXT],
+        &[&clerk_id],
+    )
+    .await?
+    .map(|r| r.try_get("metadata"))
+    .transpose()?)
 }
 
 /// Delete the local record. `true` when there was one.
-pub async fn delete_by_clerk_id(
-    client: &impl GenericClient,
-    clerk_id: &str,
-) -> Result<bool, DbError> {
-    let stmt = client
-        .prepare_cached("delete from users where clerk_id = $1")
-        .await?;
-    Ok(client.execute(&stmt, &[&clerk_id]).await? > 0)
+pub async fn delete_by_clerk_id(client: &impl Conn, clerk_id: &str) -> Result<bool, DbError> {
+    let sql = "delete from users where clerk_id = $1";
+    Ok(query::execute(client, sql, &[Type::TEXT], &[&clerk_id]).await? > 0)
 }

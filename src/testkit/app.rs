@@ -68,6 +68,16 @@ pub struct TestAppBuilder {
     admin_url: Option<String>,
     clerk: Option<ClerkStandIn>,
     check_logs: bool,
+    pooler: Option<Pooler>,
+}
+
+/// How an instance reaches its database through the shared PgBouncer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooler {
+    /// `DATABASE_URL` through PgBouncer, `DATABASE_DIRECT_URL` to the cluster itself.
+    WithDirectUrl,
+    /// Everything through PgBouncer.
+    Only,
 }
 
 /// A running service with its own database and Clerk stand-in. Dropping it stops the service and
@@ -96,6 +106,7 @@ impl TestApp {
             admin_url: None,
             clerk: None,
             check_logs: true,
+            pooler: None,
         }
     }
 
@@ -126,6 +137,13 @@ impl TestAppBuilder {
     /// Use this stand-in (e.g. one that starts failing) instead of a new one.
     pub fn clerk(mut self, clerk: ClerkStandIn) -> Self {
         self.clerk = Some(clerk);
+        self
+    }
+
+    /// Reach the database through the shared PgBouncer (transaction mode), with prepared
+    /// statements off.
+    pub fn through_pgbouncer(mut self, how: Pooler) -> Self {
+        self.pooler = Some(how);
         self
     }
 
@@ -178,7 +196,19 @@ impl TestAppBuilder {
                 None => Arc::new(TestDatabase::on_shared_cluster().await),
             },
         };
-        let settings = self.settings(&clerk, &db.url, &secret_key);
+        let database_url = match self.pooler {
+            None => db.url.clone(),
+            Some(how) => {
+                if how == Pooler::WithDirectUrl {
+                    self.overrides
+                        .push(("database_direct_url".into(), db.url.clone()));
+                }
+                self.overrides
+                    .push(("database_prepared_statements".into(), "false".into()));
+                db.url_through_pgbouncer().await
+            }
+        };
+        let settings = self.settings(&clerk, &database_url, &secret_key);
         let app = Application::build(settings.clone()).await?;
         let addr = app.local_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

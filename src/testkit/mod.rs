@@ -6,6 +6,6 @@ pub mod app;
 pub mod clerk;
 pub mod postgres;
 
-pub use app::{TestApp, TestAppBuilder, logs};
+pub use app::{Pooler, TestApp, TestAppBuilder, logs};
 pub use clerk::{ClerkStandIn, Fault, SigningKey};
-pub use postgres::{PgCluster, TestDatabase};
+pub use postgres::{PgCluster, TestDatabase, TlsCluster, TlsFiles};

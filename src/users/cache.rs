@@ -1,7 +1,15 @@
 //! The user cache, coherent across replicas: every write sends a PostgreSQL `NOTIFY` on
 //! [`CHANNEL`](crate::db::notify::CHANNEL) in its transaction, and every replica listens on a
-//! connection of its own and drops the entry. While that connection is down (notifications may be
-//! missed) the cache is bypassed; the TTL bounds staleness should anything slip through.
+//! connection of its own (to `DATABASE_DIRECT_URL` when set) and drops the entry. While that
+//! connection is down (notifications may be missed) the cache is bypassed; the TTL bounds
+//! staleness should anything slip through.
+//!
+//! Whether notifications arrive at all is found out, not assumed: a `LISTEN` through a transaction
+//! pooler is accepted and then hears nothing, because the pooler hands the listening server
+//! connection to other clients. So the listener sends a probe notification through the pool and
+//! waits for it ([`PROBE_WAIT`]) before the cache is used, and again every [`PROBE_EVERY`]; a probe
+//! that does not come back bypasses the cache (logged, and `clerk_users_user_cache_bypassed` in
+//! `/metrics`).
 //!
 //! Stale-if-error: an entry was last confirmed when the listener last heard everything (up to the
 //! moment it was lost). While the database itself cannot be reached, [`UserCache::get_stale`]
@@ -18,10 +26,21 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::Known;
-use crate::{db::notify::CHANNEL, metrics::Metrics, settings::Secret};
+use crate::{
+    db::{self, notify::CHANNEL},
+    metrics::Metrics,
+    net::postgres::{ConnectOptions, describe},
+};
+
+/// How long a probe notification may take to come back before the cache is bypassed.
+pub const PROBE_WAIT: Duration = Duration::from_secs(1);
+/// How often a probe goes out while listening (it also shows that the connection is alive).
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// Probe payloads start with this, which no Clerk user id does.
+const PROBE_PREFIX: &str = "probe:";
 
 struct Inner {
     cache: moka::future::Cache<String, Entry>,
@@ -159,11 +178,11 @@ impl UserCache {
         }
     }
 
-    /// True while invalidations are being received (the cache serves only then).
-    pub fn is_listening(&self) -> bool {
+    /// Enabled, but not serving, because notifications are not known to arrive.
+    pub fn bypassed(&self) -> bool {
         self.0
             .as_ref()
-            .is_some_and(|i| i.live.load(Ordering::Acquire))
+            .is_some_and(|i| !i.live.load(Ordering::Acquire))
     }
 
     pub fn entries(&self) -> u64 {
@@ -171,22 +190,23 @@ impl UserCache {
     }
 
     /// Listen for other replicas' writes until aborted: a connection of its own, reconnected with
-    /// backoff; a failed keep-alive counts as a lost connection.
+    /// backoff; a probe that does not come back counts as a lost connection.
     pub fn spawn_listener(
         &self,
-        config: Secret<tokio_postgres::Config>,
+        options: ConnectOptions,
+        db: db::Database,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.0.as_ref()?;
         let cache = self.clone();
         Some(tokio::spawn(async move {
             let mut failures: u32 = 0;
             loop {
-                match cache.listen(config.expose()).await {
+                match cache.listen(&options, &db).await {
                     Ok(()) => failures = 0,
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         if failures == 1 {
-                            tracing::warn!(error = %e, "user cache: listener down; cache bypassed");
+                            tracing::warn!(error = %e, "user cache: bypassed");
                         }
                     }
                 }
@@ -196,8 +216,13 @@ impl UserCache {
         }))
     }
 
-    async fn listen(&self, config: &tokio_postgres::Config) -> Result<(), tokio_postgres::Error> {
-        let (client, mut conn) = config.connect(NoTls).await?;
+    async fn listen(&self, options: &ConnectOptions, db: &db::Database) -> Result<(), String> {
+        let (client, mut conn) = options
+            .config
+            .expose()
+            .connect(options.tls())
+            .await
+            .map_err(|e| format!("cannot connect to listen: {}", describe(&e)))?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
@@ -210,21 +235,30 @@ impl UserCache {
             }
         });
         let result = async {
-            client.batch_execute(&format!("listen {CHANNEL}")).await?;
-            // From here on every write is heard: start from an empty cache.
-            self.listening();
-            tracing::info!("user cache: listening for invalidations");
-            let mut keepalive = tokio::time::interval(Duration::from_secs(5));
+            client
+                .batch_execute(&format!("listen {CHANNEL}"))
+                .await
+                .map_err(|e| format!("listen failed: {}", describe(&e)))?;
             loop {
-                tokio::select! {
-                    id = rx.recv() => match id {
-                        Some(id) => self.invalidate(&id).await,
-                        None => return Ok(()),
-                    },
-                    _ = keepalive.tick() => {
-                        tokio::time::timeout(Duration::from_secs(5), client.simple_query(""))
-                            .await
-                            .unwrap_or(Ok(Vec::new()))?;
+                self.probe(db, &mut rx).await?;
+                if !self
+                    .0
+                    .as_ref()
+                    .is_some_and(|i| i.live.load(Ordering::Acquire))
+                {
+                    // From here on every write is heard: start from an empty cache.
+                    self.listening();
+                    tracing::info!("user cache: listening for invalidations");
+                }
+                let next = tokio::time::sleep(PROBE_EVERY);
+                tokio::pin!(next);
+                loop {
+                    tokio::select! {
+                        id = rx.recv() => match id {
+                            Some(id) => self.heard(&id).await,
+                            None => return Err("the listening connection closed".to_string()),
+                        },
+                        _ = &mut next => break,
                     }
                 }
             }
@@ -232,5 +266,45 @@ impl UserCache {
         .await;
         driver.abort();
         result
+    }
+
+    /// Send a probe through the pool and wait for it on the listening connection, acting on
+    /// every other notification meanwhile.
+    async fn probe(
+        &self,
+        db: &db::Database,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) -> Result<(), String> {
+        let payload = format!("{PROBE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let sent = async {
+            let client = db.client().await?;
+            db::notify::user_changed(&client, &payload).await
+        };
+        sent.await
+            .map_err(|e| format!("cannot send the probe notification: {e}"))?;
+        let deadline = tokio::time::sleep(PROBE_WAIT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                id = rx.recv() => match id {
+                    Some(id) if id == payload => return Ok(()),
+                    Some(id) => self.heard(&id).await,
+                    None => return Err("the listening connection closed".to_string()),
+                },
+                _ = &mut deadline => return Err(format!(
+                    "a notification sent through DATABASE_URL did not arrive on the LISTEN \
+                     connection within {} ms (a transaction pooler keeps no LISTEN: set \
+                     DATABASE_DIRECT_URL); every lookup reads the database",
+                    PROBE_WAIT.as_millis()
+                )),
+            }
+        }
+    }
+
+    /// A notification: another replica (or this one) changed a user. Probes change nothing.
+    async fn heard(&self, id: &str) {
+        if !id.starts_with(PROBE_PREFIX) {
+            self.invalidate(id).await;
+        }
     }
 }

@@ -296,7 +296,9 @@ async fn spawn_guarded(request_timeout_ms: u64) -> Guarded {
         .with("request_timeout_ms", request_timeout_ms.to_string())
         .settings(&clerk, &db.url, clerk.secret_key());
     let pool = clerk_users::db::create_pool(&settings.database);
-    clerk_users::db::migrate(&pool).await.unwrap();
+    clerk_users::db::migrate(&settings.database, &pool)
+        .await
+        .unwrap();
     let state = app_state(&settings, pool, http_client(), Metrics::default());
     state.verifier.keys.refresh().await.unwrap();
     let app = build_app(state, &settings);

@@ -4,6 +4,7 @@
 mod breaker;
 mod browser;
 mod cache;
+mod db_tls;
 mod first_sight;
 mod helpers;
 mod hostile;
@@ -13,6 +14,7 @@ mod layering;
 mod lifecycle;
 mod openapi;
 mod outage;
+mod pooler;
 mod storage;
 mod token_props;
 mod token_rules;

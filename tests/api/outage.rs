@@ -21,7 +21,7 @@ async fn listening(app: &TestApp) {
     let started = Instant::now();
     while !metrics(app)
         .await
-        .contains("clerk_users_user_cache_listening 1")
+        .contains("clerk_users_user_cache_bypassed 0")
     {
         assert!(
             started.elapsed() < Duration::from_secs(10),
