@@ -1,10 +1,13 @@
-//! The load benchmark's yardstick: bare poem on the same runtime as the service, answering
-//! `GET /users/me` with a JSON body of the same size as the service's `User` (a real response of
-//! the service, read from a file and serialized again on every request). No auth, no database, no
-//! logging: what the framework alone costs on this machine.
+//! The load benchmark's yardsticks, on the same runtime as the service, answering `GET /users/me`
+//! with a JSON body of the same size as the service's `User` (a real response of the service, read
+//! from a file and serialized again on every request). No database, no logging:
+//!
+//! - bare poem (the default): a plain handler, no auth; what the HTTP framework alone costs;
+//! - `--openapi`: a poem-openapi service with that one operation behind a bearer security scheme
+//!   that accepts any token; what the OpenAPI layer adds, the service's own limit.
 //!
 //! ```text
-//! load-baseline LISTEN_ADDR BODY_FILE
+//! load-baseline [--openapi] LISTEN_ADDR BODY_FILE
 //! ```
 //!
 //! Also answers `GET /readyz` with 200. Runs until SIGTERM or SIGINT.
@@ -12,11 +15,27 @@
 use std::{process::ExitCode, sync::Arc};
 
 use poem::{
-    EndpointExt, Route, Server, get, handler,
+    EndpointExt, IntoEndpoint, Route, Server, get, handler,
     listener::TcpListener,
     web::{Data, Json},
 };
+use poem_openapi::{OpenApi, OpenApiService, SecurityScheme, auth::Bearer, payload::Json as OaJson};
 use serde_json::Value;
+
+/// Any bearer token: the extractor runs, no check does.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer")]
+struct AnyBearer(#[allow(dead_code)] Bearer);
+
+struct Api;
+
+#[OpenApi]
+impl Api {
+    #[oai(path = "/users/me", method = "get")]
+    async fn me(&self, _auth: AnyBearer, body: Data<&Arc<Value>>) -> OaJson<Value> {
+        OaJson(Value::clone(&body))
+    }
+}
 
 #[handler]
 fn me(body: Data<&Arc<Value>>) -> Json<Value> {
@@ -29,9 +48,13 @@ fn ready() -> &'static str {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let openapi = args.first().is_some_and(|a| a == "--openapi");
+    if openapi {
+        args.remove(0);
+    }
     let [addr, body_file] = args.as_slice() else {
-        eprintln!("usage: load-baseline LISTEN_ADDR BODY_FILE");
+        eprintln!("usage: load-baseline [--openapi] LISTEN_ADDR BODY_FILE");
         return ExitCode::from(2);
     };
     let body: Value = match std::fs::read(body_file)
@@ -49,10 +72,21 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let app = Route::new()
-        .at("/users/me", get(me))
-        .at("/readyz", get(ready))
-        .data(Arc::new(body));
+    let body = Arc::new(body);
+    let app = if openapi {
+        let api = OpenApiService::new(Api, "baseline", "1").into_endpoint();
+        Route::new()
+            .at("/readyz", get(ready))
+            .at("/users/me", api)
+            .data(body)
+            .boxed()
+    } else {
+        Route::new()
+            .at("/users/me", get(me))
+            .at("/readyz", get(ready))
+            .data(body)
+            .boxed()
+    };
     let result = runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let stop = async move {
