@@ -5,6 +5,7 @@
 //! load-kit fixture --dir DIR [--users N] [--token-ttl SECS] [--max-secs SECS]
 //! load-kit wait-ready --url URL --since-ns EPOCH_NS [--timeout-secs SECS]
 //! load-kit first-sight --url URL --tokens FILE [--concurrency N] [--sample-out FILE]
+//! load-kit first-sight-matrix [--users N] [--concurrency N] [--rounds N]
 //! ```
 //!
 //! - `fixture`: a throwaway PostgreSQL cluster under `DIR/pg` with a database `clerk_users`, and
@@ -16,6 +17,12 @@
 //!   `--since-ns` (the moment the service was started, nanoseconds since the Unix epoch).
 //! - `first-sight`: `GET URL` once with each token, N at a time; every one is a first sight for
 //!   the service. Prints the throughput and the statuses; `--sample-out` keeps one 200 body.
+//! - `first-sight-matrix`: first-sight throughput of the service (in this process, through the
+//!   testkit's `TestApp`) over each way to the database: direct, direct without prepared
+//!   statements, over verified TLS (the testkit's TLS-only cluster), and through the testkit's
+//!   PgBouncer (transaction mode, prepared statements off, a direct URL for LISTEN). N new users
+//!   per variant and round, the variants alternating. Needs the shared test clusters and PgBouncer
+//!   that `.ci/test` provides.
 
 use std::{
     collections::BTreeMap,
@@ -26,8 +33,9 @@ use std::{
 };
 
 use clerk_users::testkit::{
-    ClerkStandIn, PgCluster,
+    ClerkStandIn, PgCluster, Pooler, TestApp,
     clerk::{now_secs, random_id},
+    postgres::shared_tls_cluster,
 };
 use futures::StreamExt;
 
@@ -53,6 +61,7 @@ fn main() -> ExitCode {
             "fixture" => fixture(&opts).await,
             "wait-ready" => wait_ready(&opts).await,
             "first-sight" => first_sight(&opts).await,
+            "first-sight-matrix" => first_sight_matrix(&opts).await,
             other => Err(format!("unknown command {other:?}")),
         }
     });
@@ -292,6 +301,92 @@ async fn first_sight(opts: &BTreeMap<String, String>) -> Result<(), String> {
             results.len() - ok,
             results.len()
         ));
+    }
+    Ok(())
+}
+
+/// One variant of `first-sight-matrix`: a fresh service on a fresh database, `users` new users.
+async fn matrix_round(
+    variant: &str,
+    users: usize,
+    concurrency: usize,
+) -> Result<(f64, f64), String> {
+    let builder = TestApp::builder().without_log_check();
+    let builder = match variant {
+        "direct" => builder,
+        "direct-unnamed" => builder.with("database_prepared_statements", "false"),
+        "tls" => {
+            let cluster = tokio::task::spawn_blocking(shared_tls_cluster)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("the TLS cluster: {e}"))?;
+            let db = cluster.create_database().await;
+            let ca = cluster.ca.display().to_string();
+            builder.with(
+                "database_url",
+                cluster.url(
+                    "localhost",
+                    &db,
+                    &format!("sslmode=verify-full&sslrootcert={ca}"),
+                ),
+            )
+        }
+        "pgbouncer" => builder
+            .through_pgbouncer(Pooler::WithDirectUrl)
+            .with("database_prepared_statements", "false"),
+        other => return Err(format!("unknown variant {other}")),
+    };
+    let app = builder.try_spawn().await.map_err(|e| e.to_string())?;
+    let ids: Vec<String> = (0..users).map(|_| app.clerk.new_user()).collect();
+    let tokens: Vec<String> = ids.iter().map(|id| app.token_for(id)).collect();
+    let app = Arc::new(app);
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = futures::stream::iter(tokens)
+        .map(|token| {
+            let app = app.clone();
+            async move {
+                let t = Instant::now();
+                let status = app.get_me(&token).await.status().as_u16();
+                (status, t.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .map(|(status, took)| {
+            if status != 200 {
+                eprintln!("{variant}: a first sight answered {status}");
+            }
+            took
+        })
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    latencies.sort();
+    let p99 = latencies
+        .get((latencies.len() * 99 / 100).saturating_sub(1))
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    Ok((users as f64 / elapsed.as_secs_f64(), p99))
+}
+
+async fn first_sight_matrix(opts: &BTreeMap<String, String>) -> Result<(), String> {
+    let users = number(opts, "users", 1000)? as usize;
+    let concurrency = number(opts, "concurrency", 64)? as usize;
+    let rounds = number(opts, "rounds", 2)?;
+    let variants = ["direct", "direct-unnamed", "tls", "pgbouncer"];
+    let mut figures: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for round in 1..=rounds {
+        for variant in variants {
+            let (rate, p99) = matrix_round(variant, users, concurrency).await?;
+            println!("round {round} {variant:<15} {rate:8.0} users/s  p99 {p99:7.1} ms");
+            figures.entry(variant).or_default().push((rate, p99));
+        }
+    }
+    for variant in variants {
+        let v = &figures[variant];
+        let rate = v.iter().map(|f| f.0).sum::<f64>() / v.len() as f64;
+        let p99 = v.iter().map(|f| f.1).sum::<f64>() / v.len() as f64;
+        println!(
+            "first_sight_matrix variant={variant} users_per_sec={rate:.0} p99_ms={p99:.1} (mean of {rounds})"
+        );
     }
     Ok(())
 }
