@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::DbError;
-use crate::clerk::ClerkUser;
+use crate::clerk::{ClerkUser, time_of_millis};
 
 /// One row of `users`.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,10 +62,6 @@ pub async fn find_by_clerk_id(
     user(client.query_opt(&stmt, &[&clerk_id]).await?)
 }
 
-fn from_millis(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-}
-
 /// Insert the user as Clerk describes them, or refresh the Clerk-owned columns of the existing
 /// row. Data never goes back in time: when the stored `clerk_updated_at` is newer, the row keeps
 /// its values (the update still runs so that `returning` always yields the row, in one
@@ -118,8 +114,8 @@ pub async fn upsert_from_clerk(
                 &user.last_name,
                 &user.username,
                 &user.image_url,
-                &from_millis(user.created_at),
-                &from_millis(user.updated_at),
+                &time_of_millis(user.created_at),
+                &time_of_millis(user.updated_at),
             ],
         )
         .await?;
