@@ -110,7 +110,11 @@ impl<D: Endpoint, O: Endpoint> Endpoint for Surface<D, O> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let path = req.uri().path();
-        if path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/") {
+        if api::is_document_path(path) {
+            // poem-openapi's document and UI endpoints answer any method; they are read-only.
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Err(poem::error::MethodNotAllowedError.into());
+            }
             Ok(self.document.call(req).await?.into_response())
         } else {
             Ok(self.operations.call(req).await?.into_response())

@@ -20,6 +20,8 @@ pub mod webhooks;
 
 pub use self::{session::Session, state::AppState};
 
+use std::{collections::HashMap, sync::OnceLock};
+
 use poem_openapi::{OpenApiService, Tags};
 
 #[derive(Tags)]
@@ -48,4 +50,41 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
              is `application/problem+json` with a stable `code`.",
     )
     .server("/")
+}
+
+/// The `Allow` header of a 405 for `path` (RFC 9110 §15.5.6): the methods the document declares
+/// for it, with `HEAD` wherever `GET` is served (poem answers `HEAD` with the `GET` operation).
+/// `None` for a path the service does not have. Read from the document itself, so the header and
+/// the document cannot disagree.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    static ALLOW: OnceLock<HashMap<String, String>> = OnceLock::new();
+    let table = ALLOW.get_or_init(|| {
+        let spec: serde_json::Value =
+            serde_json::from_str(&openapi_service().spec()).unwrap_or_default();
+        let mut table = HashMap::new();
+        if let Some(paths) = spec["paths"].as_object() {
+            for (path, ops) in paths {
+                let mut methods: Vec<String> = Vec::new();
+                for method in ["get", "head", "post", "put", "patch", "delete"] {
+                    if ops.get(method).is_some() || (method == "head" && ops.get("get").is_some()) {
+                        methods.push(method.to_ascii_uppercase());
+                    }
+                }
+                table.insert(path.clone(), methods.join(", "));
+            }
+        }
+        table
+    });
+    if let Some(allow) = table.get(path) {
+        return Some(allow.as_str());
+    }
+    is_document_path(path).then_some(DOCUMENT_METHODS)
+}
+
+/// The methods of the document and Swagger UI.
+pub const DOCUMENT_METHODS: &str = "GET, HEAD";
+
+/// `/openapi.json` and Swagger UI's `/docs…`: served beside the operations, for `GET` only.
+pub fn is_document_path(path: &str) -> bool {
+    path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/")
 }
