@@ -72,7 +72,11 @@ pub fn app_state(
 /// context around all of it.
 pub fn build_app(state: AppState, settings: &Settings) -> impl Endpoint + 'static {
     let api = api::openapi_service();
-    let spec = api.spec_endpoint();
+    let spec = poem::endpoint::make_sync(|_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(api::document())
+    });
     let docs = api.swagger_ui();
     let cors = Cors::new()
         .allow_origins(settings.cors_allowed_origins.iter().map(String::as_str))

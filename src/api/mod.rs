@@ -52,6 +52,30 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
     .server("/")
 }
 
+/// The OpenAPI document: poem-openapi's, with header names spelled as they are sent. poem-openapi
+/// writes the names of extra headers in upper case (`SVIX-ID`); the Svix headers are named in
+/// lower case, as Svix sends them, and the response headers as RFC 9110 and their RFCs spell them,
+/// so that a generated client which reads headers from a `Headers` map (lower-cased) finds them.
+/// Served at `/openapi.json`, printed by `clerk-users openapi`, committed as `openapi.json`.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut text = openapi_service().spec();
+        for (written, spelled) in [
+            ("SVIX-ID", "svix-id"),
+            ("SVIX-TIMESTAMP", "svix-timestamp"),
+            ("SVIX-SIGNATURE", "svix-signature"),
+            ("X-REQUEST-ID", "X-Request-Id"),
+            ("WWW-AUTHENTICATE", "WWW-Authenticate"),
+            ("RETRY-AFTER", "Retry-After"),
+        ] {
+            // Whole JSON strings only: a name, never a word inside a description.
+            text = text.replace(&format!("\"{written}\""), &format!("\"{spelled}\""));
+        }
+        text
+    })
+}
+
 /// The `Allow` header of a 405 for `path` (RFC 9110 §15.5.6): the methods the document declares
 /// for it, with `HEAD` wherever `GET` is served (poem answers `HEAD` with the `GET` operation).
 /// `None` for a path the service does not have. Read from the document itself, so the header and
@@ -59,8 +83,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
 pub fn allowed_methods(path: &str) -> Option<&'static str> {
     static ALLOW: OnceLock<HashMap<String, String>> = OnceLock::new();
     let table = ALLOW.get_or_init(|| {
-        let spec: serde_json::Value =
-            serde_json::from_str(&openapi_service().spec()).unwrap_or_default();
+        let spec: serde_json::Value = serde_json::from_str(document()).unwrap_or_default();
         let mut table = HashMap::new();
         if let Some(paths) = spec["paths"].as_object() {
             for (path, ops) in paths {

@@ -11,6 +11,7 @@ mod keys;
 mod layering;
 mod lifecycle;
 mod openapi;
+mod schemathesis;
 mod storable;
 mod storage;
 mod token_props;
