@@ -4,6 +4,7 @@
 mod breaker;
 mod browser;
 mod cache;
+mod clients;
 mod first_sight;
 mod helpers;
 mod hostile;
