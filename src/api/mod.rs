@@ -72,8 +72,63 @@ pub fn document() -> &'static str {
             // Whole JSON strings only: a name, never a word inside a description.
             text = text.replace(&format!("\"{written}\""), &format!("\"{spelled}\""));
         }
-        text
+        with_links(&text).unwrap_or(text)
     })
+}
+
+/// The document with OpenAPI links (3.0, Link Object) between the `/users/me` operations, which
+/// poem-openapi does not write: what a client, or schemathesis's stateful phase, may do next with
+/// the same session. No parameter passes along: the token names the user.
+fn with_links(text: &str) -> Option<String> {
+    let mut spec: serde_json::Value = serde_json::from_str(text).ok()?;
+    let me = spec.get_mut("paths")?.get_mut("/users/me")?;
+    for (method, status, links) in [
+        (
+            "get",
+            "200",
+            [
+                ("patchMe", "Change this user's metadata."),
+                ("deleteMe", "Delete this user's local record."),
+            ],
+        ),
+        (
+            "patch",
+            "200",
+            [
+                ("getMe", "Read the record with the changed metadata."),
+                ("deleteMe", "Delete this user's local record."),
+            ],
+        ),
+        (
+            "delete",
+            "204",
+            [
+                (
+                    "getMe",
+                    "Create the record again from Clerk, with empty metadata.",
+                ),
+                (
+                    "patchMe",
+                    "Create the record again from Clerk, then change its metadata.",
+                ),
+            ],
+        ),
+    ] {
+        let response = me.get_mut(method)?.get_mut("responses")?.get_mut(status)?;
+        let links: serde_json::Map<String, serde_json::Value> = links
+            .into_iter()
+            .map(|(op, description)| {
+                (
+                    op.to_string(),
+                    serde_json::json!({"operationId": op, "description": description}),
+                )
+            })
+            .collect();
+        response
+            .as_object_mut()?
+            .insert("links".into(), links.into());
+    }
+    serde_json::to_string_pretty(&spec).ok()
 }
 
 /// The `Allow` header of a 405 for `path` (RFC 9110 §15.5.6): the methods the document declares

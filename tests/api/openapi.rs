@@ -88,6 +88,16 @@ fn every_user_key_is_required_and_the_clerk_owned_ones_nullable() {
             .iter()
             .all(|p| p["in"] == "header" && p["required"] == true)
     );
+    // Links between the /users/me operations, for clients and schemathesis's stateful phase.
+    let me = &spec["paths"]["/users/me"];
+    assert_eq!(
+        me["get"]["responses"]["200"]["links"]["deleteMe"]["operationId"],
+        "deleteMe"
+    );
+    assert_eq!(
+        me["delete"]["responses"]["204"]["links"]["getMe"]["operationId"],
+        "getMe"
+    );
     // Every response names X-Request-Id; 401s WWW-Authenticate; 503s Retry-After.
     for (path, ops) in spec["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
