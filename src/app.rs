@@ -74,7 +74,11 @@ pub fn app_state(
 /// context around all of it.
 pub fn build_app(state: AppState, settings: &Settings) -> impl Endpoint + 'static {
     let api = api::openapi_service();
-    let spec = api.spec_endpoint();
+    let spec = poem::endpoint::make_sync(|_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(api::document())
+    });
     let docs = api.swagger_ui();
     let cors = Cors::new()
         .allow_origins(settings.cors_allowed_origins.iter().map(String::as_str))
@@ -112,7 +116,11 @@ impl<D: Endpoint, O: Endpoint> Endpoint for Surface<D, O> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let path = req.uri().path();
-        if path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/") {
+        if api::is_document_path(path) {
+            // poem-openapi's document and UI endpoints answer any method; they are read-only.
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Err(poem::error::MethodNotAllowedError.into());
+            }
             Ok(self.document.call(req).await?.into_response())
         } else {
             Ok(self.operations.call(req).await?.into_response())

@@ -24,14 +24,66 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 /// `Retry-After` given to callers when Clerk named none.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// The parts of Clerk's User object the service keeps; every other field is ignored.
+/// Whether `id` has the shape of a Clerk user id: `user_` followed by 1 to 123 ASCII letters,
+/// digits, `_` or `-`. Session tokens (`sub`) and webhooks must name a user this way; anything else
+/// could not be a user Clerk created.
+pub fn is_user_id(id: &str) -> bool {
+    id.strip_prefix("user_").is_some_and(|rest| {
+        (1..=123).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
+/// Clerk's Unix milliseconds as a moment, when it is one the service can store: from year 1 to
+/// 9999 (the `time` crate's range, inside PostgreSQL's `timestamptz`).
+pub fn time_of_millis(ms: i64) -> Option<time::OffsetDateTime> {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    (at.year() >= 1).then_some(at)
+}
+
+/// Clerk's text without U+0000, which PostgreSQL's `text` and `jsonb` cannot hold. Every string of
+/// [`ClerkUser`] is read through these, so whatever stores a user from Clerk (first sight, webhooks,
+/// `sync`) gets text it can store, and a user whose name holds U+0000 is stored with it removed
+/// rather than refused.
+pub mod text {
+    use serde::{Deserialize, Deserializer};
+
+    /// `s` with every U+0000 removed (returned as it is when there is none).
+    pub fn without_nul(s: String) -> String {
+        if s.contains('\0') {
+            s.replace('\0', "")
+        } else {
+            s
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        String::deserialize(d).map(without_nul)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Option::<String>::deserialize(d).map(|s| s.map(without_nul))
+    }
+}
+
+/// The parts of Clerk's User object the service keeps; every other field is ignored. Every string
+/// is deserialized with U+0000 removed ([`text`]): this is the one place Clerk's text is made
+/// storable, for first sight, webhooks and `sync` alike.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClerkUser {
+    #[serde(deserialize_with = "text::string")]
     pub id: String,
+    #[serde(default, deserialize_with = "text::optional")]
     pub username: Option<String>,
+    #[serde(default, deserialize_with = "text::optional")]
     pub first_name: Option<String>,
+    #[serde(default, deserialize_with = "text::optional")]
     pub last_name: Option<String>,
+    #[serde(default, deserialize_with = "text::optional")]
     pub image_url: Option<String>,
+    #[serde(default, deserialize_with = "text::optional")]
     pub primary_email_address_id: Option<String>,
     #[serde(default)]
     pub email_addresses: Vec<EmailAddress>,
@@ -43,7 +95,9 @@ pub struct ClerkUser {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct EmailAddress {
+    #[serde(deserialize_with = "text::string")]
     pub id: String,
+    #[serde(deserialize_with = "text::string")]
     pub email_address: String,
 }
 
@@ -307,6 +361,59 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(user.primary_email(), Some("new@example.org"));
+    }
+
+    #[test]
+    fn user_ids_have_clerks_shape() {
+        for ok in [
+            "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr",
+            "user_a",
+            "user_demo_ada",
+            "user_a-b_c",
+            &format!("user_{}", "x".repeat(123)),
+        ] {
+            assert!(is_user_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "user_",
+            "user",
+            "User_abc",
+            "mch_2abc",
+            "sess_abc",
+            "user_\0x",
+            "user_a b",
+            "user_a.b",
+            "user_a/b",
+            "user_ä",
+            " user_a",
+            &format!("user_{}", "x".repeat(124)),
+        ] {
+            assert!(!is_user_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clerk_text_is_read_without_nul() {
+        let user: ClerkUser = serde_json::from_value(serde_json::json!({
+            "id": "user_1", "username": "a\u{0}b", "first_name": "\u{0}", "last_name": null,
+            "image_url": "https://img.clerk.com/\u{0}x", "primary_email_address_id": "idn_\u{0}1",
+            "email_addresses": [{"id": "idn_1", "email_address": "a\u{0}@example.org"}],
+            "created_at": 1, "updated_at": 2
+        }))
+        .unwrap();
+        assert_eq!(user.username.as_deref(), Some("ab"));
+        assert_eq!(user.first_name.as_deref(), Some(""));
+        assert_eq!(user.last_name, None);
+        assert_eq!(user.image_url.as_deref(), Some("https://img.clerk.com/x"));
+        assert_eq!(user.primary_email(), Some("a@example.org"));
+        // Fields Clerk leaves out are null, as before.
+        let bare: ClerkUser = serde_json::from_value(serde_json::json!({
+            "id": "user_1", "created_at": 1, "updated_at": 2
+        }))
+        .unwrap();
+        assert_eq!(bare.username, None);
+        assert_eq!(bare.primary_email(), None);
     }
 
     #[test]

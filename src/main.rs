@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
     match command.as_str() {
         "openapi" => {
-            println!("{}", clerk_users::api::openapi_service().spec());
+            println!("{}", clerk_users::api::document());
             ExitCode::SUCCESS
         }
         "serve" | "migrate" => run(&command),

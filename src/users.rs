@@ -7,7 +7,7 @@ pub mod cache;
 use std::sync::{Arc, OnceLock};
 
 use crate::{
-    clerk::{ClerkApi, ClerkError},
+    clerk::{ClerkApi, ClerkError, time_of_millis},
     db::{self, Database, DbError, users::UserRow},
     merge_patch::merge_patch,
     metrics::Metrics,
@@ -188,10 +188,8 @@ impl Users {
         }
         match action {
             Action::Upsert(user) => {
-                let version = time::OffsetDateTime::from_unix_timestamp_nanos(
-                    i128::from(user.updated_at) * 1_000_000,
-                )
-                .map_err(|_| DbError::Other("updated_at out of range".into()))?;
+                let version = time_of_millis(user.updated_at)
+                    .ok_or_else(|| DbError::Other("updated_at out of range".into()))?;
                 if db::webhooks::deleted_since(&tx, &user.id, version).await? {
                     tracing::info!("webhook: older version of a deleted user ignored");
                 } else {
@@ -199,9 +197,8 @@ impl Users {
                 }
             }
             Action::Delete { clerk_id, at } => {
-                let at =
-                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(*at) * 1_000_000)
-                        .map_err(|_| DbError::Other("timestamp out of range".into()))?;
+                let at = time_of_millis(*at)
+                    .ok_or_else(|| DbError::Other("timestamp out of range".into()))?;
                 db::users::delete_by_clerk_id(&tx, clerk_id).await?;
                 db::webhooks::record_deletion(&tx, clerk_id, at).await?;
             }

@@ -5,10 +5,13 @@ use aws_lc_rs::hmac;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::Deserialize;
 
-use crate::clerk::ClerkUser;
+use crate::clerk::{ClerkUser, is_user_id, text, time_of_millis};
 
 /// How far a delivery's timestamp may be from now, either way.
 pub const TOLERANCE_SECS: i64 = 5 * 60;
+
+/// The longest `svix-id` taken. Svix's are `msg_` and 27 characters; a longer one is not Svix's.
+pub const MAX_SVIX_ID_BYTES: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
@@ -66,6 +69,10 @@ impl SvixVerifier {
         if id.is_empty() || timestamp.is_empty() || signatures.is_empty() {
             return Err(WebhookError::MissingHeaders);
         }
+        // Svix ids are `msg_` and 27 characters; the id is stored (a primary key), so it is bounded.
+        if id.len() > MAX_SVIX_ID_BYTES {
+            return Err(WebhookError::BadSignature);
+        }
         let ts: i64 = timestamp
             .trim()
             .parse()
@@ -85,6 +92,11 @@ impl SvixVerifier {
             Err(WebhookError::BadSignature)
         }
     }
+}
+
+/// Whether Unix milliseconds name a moment the service can store.
+fn representable(ms: i64) -> bool {
+    time_of_millis(ms).is_some()
 }
 
 fn signed_content(id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
@@ -112,7 +124,8 @@ pub enum Action {
 pub fn parse_event(body: &[u8]) -> Result<(String, Action), WebhookError> {
     #[derive(Deserialize)]
     struct Event {
-        #[serde(rename = "type")]
+        /// Stored with the Svix id, so read as Clerk's text is (without U+0000).
+        #[serde(rename = "type", deserialize_with = "text::string")]
         kind: String,
         data: serde_json::Value,
         timestamp: Option<i64>,
@@ -126,7 +139,9 @@ pub fn parse_event(body: &[u8]) -> Result<(String, Action), WebhookError> {
         "user.created" | "user.updated" => {
             let user: ClerkUser =
                 serde_json::from_value(event.data).map_err(|_| WebhookError::BadBody)?;
-            if !user.id.starts_with("user_") {
+            // `updated_at` decides which version is newer: without a storable one, no version.
+            // (A `created_at` out of range is stored as unknown, as at first sight.)
+            if !is_user_id(&user.id) || !representable(user.updated_at) {
                 return Err(WebhookError::BadBody);
             }
             Action::Upsert(Box::new(user))
@@ -134,7 +149,13 @@ pub fn parse_event(body: &[u8]) -> Result<(String, Action), WebhookError> {
         "user.deleted" => {
             let d: Deleted =
                 serde_json::from_value(event.data).map_err(|_| WebhookError::BadBody)?;
-            let at = event.timestamp.ok_or(WebhookError::BadBody)?;
+            let at = event
+                .timestamp
+                .filter(|&at| representable(at))
+                .ok_or(WebhookError::BadBody)?;
+            if !is_user_id(&d.id) {
+                return Err(WebhookError::BadBody);
+            }
             Action::Delete { clerk_id: d.id, at }
         }
         _ => Action::Ignore,

@@ -19,7 +19,9 @@ use poem::{
     listener::TcpListener,
     web::{Data, Json},
 };
-use poem_openapi::{OpenApi, OpenApiService, SecurityScheme, auth::Bearer, payload::Json as OaJson};
+use poem_openapi::{
+    OpenApi, OpenApiService, SecurityScheme, auth::Bearer, payload::Json as OaJson,
+};
 use serde_json::Value;
 
 /// Any bearer token: the extractor runs, no check does.

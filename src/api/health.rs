@@ -80,7 +80,14 @@ async fn db_ok(state: &AppState) -> Result<(), ApiError> {
 
 pub struct HealthApi;
 
-#[OpenApi(tag = "ApiTags::Health")]
+#[OpenApi(
+    tag = "ApiTags::Health",
+    response_header(
+        name = "X-Request-Id",
+        ty = "String",
+        description = "The request's id: the caller's `X-Request-Id` when it is 1–64 characters of `[A-Za-z0-9._-]`, else a fresh one."
+    )
+)]
 impl HealthApi {
     /// Liveness
     ///

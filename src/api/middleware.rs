@@ -212,6 +212,15 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         in_request(scope, async move {
             let mut resp = self.handle(req).await;
             let status = resp.status();
+            // RFC 9110 §15.5.6: a 405 lists the methods the resource has. poem's router answers
+            // 405 before any of our code; the methods come from the document.
+            if status == StatusCode::METHOD_NOT_ALLOWED
+                && !resp.headers().contains_key(header::ALLOW)
+                && let Some(allow) = super::allowed_methods(&path)
+            {
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
             let latency = start.elapsed();
             if let Ok(v) = header {
                 resp.headers_mut().insert(REQUEST_ID, v);

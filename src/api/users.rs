@@ -16,7 +16,7 @@ use super::{
     ApiTags,
     error::{ApiError, Problem, operation_errors, read_body},
     middleware::limit_16k,
-    payload::JsonBody,
+    payload::{JsonBody, Nullable},
 };
 use super::{AppState, Session};
 use crate::db::users::UserRow;
@@ -30,12 +30,17 @@ pub struct User {
     pub id: Uuid,
     /// Clerk's user id, `user_…`.
     pub clerk_id: String,
-    /// The user's primary email address at Clerk.
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub username: Option<String>,
-    pub image_url: Option<String>,
+    /// The user's primary email address at Clerk (the one `primary_email_address_id` names), or
+    /// `null`.
+    pub email: Nullable<String>,
+    /// The first name at Clerk, or `null`.
+    pub first_name: Nullable<String>,
+    /// The last name at Clerk, or `null`.
+    pub last_name: Nullable<String>,
+    /// The username at Clerk, or `null` (the instance may not use usernames).
+    pub username: Nullable<String>,
+    /// The profile image at Clerk, or `null`.
+    pub image_url: Nullable<String>,
     /// The application's own JSON object for this user; never sent to Clerk.
     pub metadata: BTreeMap<String, serde_json::Value>,
     /// When the service first stored this user (RFC 3339, UTC).
@@ -51,11 +56,11 @@ impl From<UserRow> for User {
         Self {
             id: row.id,
             clerk_id: row.clerk_id,
-            email: row.email,
-            first_name: row.first_name,
-            last_name: row.last_name,
-            username: row.username,
-            image_url: row.image_url,
+            email: row.email.into(),
+            first_name: row.first_name.into(),
+            last_name: row.last_name.into(),
+            username: row.username.into(),
+            image_url: row.image_url.into(),
             metadata: match row.metadata {
                 serde_json::Value::Object(map) => map.into_iter().collect(),
                 // The schema's check constraint keeps metadata an object.
@@ -168,7 +173,25 @@ impl<'a> ApiExtractor<'a> for MetadataPatch {
         if !metadata.is_object() {
             return Err(invalid("metadata must be a JSON object (a merge patch)").into());
         }
+        if holds_nul(&metadata) {
+            return Err(invalid(
+                "metadata cannot hold U+0000 in a key or a string: PostgreSQL cannot store it",
+            )
+            .into());
+        }
         Ok(MetadataPatch(metadata))
+    }
+}
+
+/// Whether U+0000 appears in any key or string of `value`, at any depth: PostgreSQL's `jsonb`
+/// refuses it (`unsupported Unicode escape sequence`), so such a patch is refused before it is
+/// applied, and nothing changes.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 
@@ -224,7 +247,14 @@ pub enum Deleted {
 
 pub struct UsersApi;
 
-#[OpenApi(tag = "ApiTags::Users")]
+#[OpenApi(
+    tag = "ApiTags::Users",
+    response_header(
+        name = "X-Request-Id",
+        ty = "String",
+        description = "The request's id: the caller's `X-Request-Id` when it is 1–64 characters of `[A-Za-z0-9._-]`, else a fresh one. Every log line of the request carries it."
+    )
+)]
 impl UsersApi {
     /// The signed-in user
     ///
@@ -301,22 +331,22 @@ mod tests {
         let full = User {
             id: Uuid::now_v7(),
             clerk_id: "user_2abc".into(),
-            email: Some("ada@example.org".into()),
-            first_name: Some("Ada \"the first\"".into()),
-            last_name: Some("Lovelace".into()),
-            username: Some("ada".into()),
-            image_url: Some("https://img.clerk.com/x".into()),
+            email: Some("ada@example.org".to_string()).into(),
+            first_name: Some("Ada \"the first\"".to_string()).into(),
+            last_name: Some("Lovelace".to_string()).into(),
+            username: Some("ada".to_string()).into(),
+            image_url: Some("https://img.clerk.com/x".to_string()).into(),
             metadata: serde_json::from_str(r#"{"theme":"dark","n":[1,2.5,null],"o":{"a":true}}"#)
                 .unwrap(),
             created_at: at,
             updated_at: OffsetDateTime::from_unix_timestamp(1_795_000_001).unwrap(),
         };
         let empty = User {
-            email: None,
-            first_name: None,
-            last_name: None,
-            username: None,
-            image_url: None,
+            email: None.into(),
+            first_name: None.into(),
+            last_name: None.into(),
+            username: None.into(),
+            image_url: None.into(),
             metadata: BTreeMap::new(),
             ..full.clone()
         };

@@ -65,8 +65,8 @@ impl<'a> ApiExtractor<'a> for VerifiedEvent {
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: Some(
-                "The raw event, signed by Svix: headers `svix-id`, `svix-timestamp` and \
-                 `svix-signature` (`v1,<base64>` entries).",
+                "The raw event, signed by Svix (see the `svix-id`, `svix-timestamp` and \
+                 `svix-signature` headers); the signature covers these exact bytes.",
             ),
             content: vec![MetaMediaType {
                 content_type: "application/json",
@@ -129,6 +129,9 @@ pub enum WebhookError {
     /// Webhooks are not enabled (`CLERK_WEBHOOK_SECRET` is unset).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// The body is larger than the request body limit (`payload-too-large`; 64 KiB by default).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
     /// The database is unavailable; Svix retries the delivery later.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
@@ -139,13 +142,21 @@ pub enum WebhookError {
 operation_errors!(WebhookError {
     BadRequest,
     NotFound,
+    PayloadTooLarge,
     Unavailable,
     Internal
 });
 
 pub struct WebhooksApi;
 
-#[OpenApi(tag = "ApiTags::Webhooks")]
+#[OpenApi(
+    tag = "ApiTags::Webhooks",
+    response_header(
+        name = "X-Request-Id",
+        ty = "String",
+        description = "The request's id: the caller's `X-Request-Id` when it is 1–64 characters of `[A-Za-z0-9._-]`, else a fresh one."
+    )
+)]
 impl WebhooksApi {
     /// Receive a Clerk webhook
     ///
@@ -155,7 +166,22 @@ impl WebhooksApi {
     #[oai(
         path = "/webhooks/clerk",
         method = "post",
-        operation_id = "receiveClerkWebhook"
+        operation_id = "receiveClerkWebhook",
+        request_header(
+            name = "svix-id",
+            ty = "String",
+            description = "The message id (`msg_…`); a delivery with an id already processed changes nothing."
+        ),
+        request_header(
+            name = "svix-timestamp",
+            ty = "String",
+            description = "When Svix sent the delivery, Unix seconds; more than 5 minutes from now is refused."
+        ),
+        request_header(
+            name = "svix-signature",
+            ty = "String",
+            description = "Space-separated `v1,<base64>` entries: HMAC-SHA256 of `{svix-id}.{svix-timestamp}.{body}` under the endpoint's signing secret."
+        )
     )]
     async fn receive(
         &self,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::keys::KeySet;
+use crate::clerk::is_user_id;
 
 /// The longest token accepted, in bytes (check 1, and the README's limits).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -258,9 +259,10 @@ impl Parsed<'_> {
             return Err(TokenError::InvalidIssuer);
         }
 
-        // 7. A user's session token: not a machine token, not a JWT-template token.
+        // 7. A user's session token: not a machine token, not a JWT-template token, and a `sub`
+        // that could be a Clerk user id (it reaches SQL and the Backend API's path).
         let user_id = match string(&p.sub) {
-            Some(s) if s.len() > "user_".len() && s.starts_with("user_") => s.to_string(),
+            Some(s) if is_user_id(s) => s.to_string(),
             _ => return Err(TokenError::Invalid("the token subject is not a user")),
         };
         let session_id = match string(&p.sid) {
@@ -351,4 +353,86 @@ fn organization(p: &Payload) -> Option<Organization> {
 /// Checks 1–10 in one call: what the fuzzer, the benchmarks and the unit tests drive.
 pub fn verify(raw: &str, keys: &KeySet, now: f64, policy: &Policy) -> Result<Claims, TokenError> {
     parse(raw)?.check(keys, now, policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::{
+        encoding::AsDer,
+        rand::SystemRandom,
+        rsa::{KeyPair, KeySize},
+        signature::{KeyPair as _, RSA_PKCS1_SHA256},
+    };
+
+    use super::*;
+
+    const ISSUER: &str = "https://clerk.example.com";
+
+    fn policy() -> Policy {
+        Policy {
+            issuer: ISSUER.into(),
+            audience: vec![],
+            authorized_parties: vec![],
+            clock_skew_secs: 5,
+            accept_pending: false,
+        }
+    }
+
+    /// One key for the module: RSA key generation is slow in a debug build.
+    static PAIR: std::sync::LazyLock<KeyPair> =
+        std::sync::LazyLock::new(|| KeyPair::generate(KeySize::Rsa2048).unwrap());
+
+    /// Rule 7 alone: a token that passes 1–6, signed by a pinned key, with this `sub` and `sid`.
+    fn rule_7(sub: Value, sid: Value) -> Result<String, TokenError> {
+        let pair = &*PAIR;
+        let keys = KeySet::pinned(ISSUER, pair.public_key().as_der().unwrap().as_ref());
+        let header = serde_json::json!({"alg": "RS256", "kid": "ins_1", "typ": "JWT"});
+        let claims = serde_json::json!({
+            "exp": 2e9, "iat": 1e9, "iss": ISSUER, "sub": sub, "sid": sid,
+        });
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut sig = vec![0; pair.public_modulus_len()];
+        pair.sign(
+            &RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            input.as_bytes(),
+            &mut sig,
+        )
+        .unwrap();
+        let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig));
+        verify(&token, &keys, 1.5e9, &policy()).map(|c| c.user_id)
+    }
+
+    #[test]
+    fn rule_7_takes_only_a_clerk_user_id_with_a_session() {
+        let sid = || Value::from("sess_2GbDB4enNdCa5vS1zpC3Xzg9tK9");
+        assert_eq!(
+            rule_7("user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr".into(), sid()).as_deref(),
+            Ok("user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr")
+        );
+        let longest = format!("user_{}", "a-_Z9".repeat(24) + "abc");
+        assert_eq!(rule_7(longest.clone().into(), sid()), Ok(longest));
+        let not_a_user = Err(TokenError::Invalid("the token subject is not a user"));
+        for sub in [
+            Value::from("user_"),
+            Value::from("user_\0x"),
+            Value::from("user_a b"),
+            Value::from("user_é"),
+            Value::from("user_a/../b"),
+            Value::from(format!("user_{}", "a".repeat(124))),
+            Value::from("mch_2xhFjEI5X2qWRvtV13BzSj8H6Dk"),
+            Value::from(42),
+            Value::Null,
+        ] {
+            assert_eq!(rule_7(sub.clone(), sid()), not_a_user, "{sub}");
+        }
+        assert_eq!(
+            rule_7("user_a".into(), Value::Null),
+            Err(TokenError::Invalid("the token has no session id (sid)"))
+        );
+    }
 }

@@ -9,7 +9,7 @@ use super::{
     DbError,
     query::{self, Conn},
 };
-use crate::clerk::ClerkUser;
+use crate::clerk::{ClerkUser, time_of_millis};
 
 /// One row of `users`.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,10 +60,6 @@ pub async fn find_by_clerk_id(
 ) -> Result<Option<UserRow>, DbError> {
     let sql = format!("select {COLUMNS} from users where clerk_id = $1");
     user(query::query_opt(client, &sql, &[Type::TEXT], &[&clerk_id]).await?)
-}
-
-fn from_millis(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
 /// Insert the user as Clerk describes them, or refresh the Clerk-owned columns of the existing
@@ -125,8 +121,8 @@ pub async fn upsert_from_clerk(client: &impl Conn, user: &ClerkUser) -> Result<U
             &user.last_name,
             &user.username,
             &user.image_url,
-            &from_millis(user.created_at),
-            &from_millis(user.updated_at),
+            &time_of_millis(user.created_at),
+            &time_of_millis(user.updated_at),
         ],
     )
     .await?;

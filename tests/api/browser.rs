@@ -238,3 +238,54 @@ async fn a_typescript_client_generated_from_openapi_json_type_checks_and_works()
     assert_eq!(result["problemCode"], "token-invalid");
     assert_eq!(result["ready"], "ready");
 }
+
+/// A client whose every answer is checked at run time: @hey-api/openapi-ts generates a fetch client
+/// and zod schemas from the committed document (tests/browser/openapi-ts.config.mjs), its SDK
+/// parses each success answer with them, and the caller parses each problem answer with
+/// `zProblem`, for a user whose `username` and `last_name` are null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zod_validated_typescript_client_parses_every_answer() {
+    require_tools();
+    let dir = browser_dir();
+    let build = tokio::task::spawn_blocking(move || {
+        for (what, args) in [
+            ("generate", vec!["openapi-ts"]),
+            ("type-check", vec!["tsc", "-p", "validated"]),
+        ] {
+            let out = Command::new("npx")
+                .args(&args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{what} failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(120), build)
+        .await
+        .expect("generation in time")
+        .unwrap();
+
+    let (app, token) = crate::helpers::app_with_null_fields().await;
+    let result = run_async(
+        "node",
+        ["validated/dist/caller.js", &app.url, &token]
+            .map(String::from)
+            .to_vec(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(result["username"], Value::Null);
+    assert_eq!(result["lastName"], Value::Null);
+    assert_eq!(result["metadata"]["client"], "zod");
+    assert_eq!(result["codes"]["nul"], "invalid-body");
+    assert_eq!(result["codes"]["badToken"], "token-invalid");
+    assert_eq!(result["codes"]["noToken"], "token-missing");
+    assert_eq!(result["codes"]["webhook"], "webhook-timestamp-stale");
+    assert_eq!(result["ready"], "ready");
+}

@@ -1,6 +1,15 @@
 //! Small assertions shared by the areas.
 
-use clerk_users::{api::error::Problem, testkit::TestApp};
+use std::path::PathBuf;
+
+use clerk_users::{
+    api::error::Problem,
+    testkit::{
+        TestApp,
+        clerk::{clerk_user_json, now_secs, random_id},
+    },
+};
+use serde_json::json;
 
 /// The `/metrics` text of `app`.
 pub async fn metrics(app: &TestApp) -> String {
@@ -67,4 +76,39 @@ pub async fn unavailable(resp: reqwest::Response, code: &str) -> Problem {
         .unwrap();
     assert!(retry >= 1);
     p
+}
+
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdGtpdC13ZWJob29rLXNlY3JldC1rZXkhIQ==";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The virtualenv's program `name`, or a panic saying how to get it.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let bin = root().join(".venv/bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: create the virtualenv with `python3 -m venv .venv && .venv/bin/pip install \
+         -r tests/requirements.txt` (the README's test command, .ci/test, does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A service with webhooks enabled, and a token valid for an hour of a user whose `username` and
+/// `last_name` are null at Clerk.
+pub async fn app_with_null_fields() -> (TestApp, String) {
+    let app = TestApp::builder()
+        .with("clerk_webhook_secret", WEBHOOK_SECRET)
+        .spawn()
+        .await;
+    let id = format!("user_{}", random_id(27));
+    let email = format!("{}@example.org", id.to_lowercase());
+    app.clerk
+        .add_user(clerk_user_json(&id, Some("Ada"), None, Some(&email)));
+    let mut claims = app.clerk.claims_for(&id);
+    claims["exp"] = json!(now_secs() + 3600);
+    let token = app.clerk.sign(&claims);
+    (app, token)
 }

@@ -4,6 +4,7 @@
 mod breaker;
 mod browser;
 mod cache;
+mod clients;
 mod db_tls;
 mod first_sight;
 mod helpers;
@@ -15,6 +16,8 @@ mod lifecycle;
 mod openapi;
 mod outage;
 mod pooler;
+mod schemathesis;
+mod storable;
 mod storage;
 mod token_props;
 mod token_rules;

@@ -3,7 +3,10 @@
 
 use aws_lc_rs::hmac;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use clerk_users::testkit::{ClerkStandIn, SigningKey, TestApp, clerk::now_secs};
+use clerk_users::testkit::{
+    ClerkStandIn, SigningKey, TestApp,
+    clerk::{clerk_user_json, now_secs},
+};
 use serde_json::{Value, json};
 
 use crate::helpers::rejected;
@@ -459,15 +462,31 @@ async fn rule_6_issuer() {
 async fn rule_7_subject_and_session() {
     let app = TestApp::spawn().await;
     let user = app.clerk.new_user();
+    // Anything but `user_` and 1 to 123 of [A-Za-z0-9_-]: the id reaches SQL and Clerk's path.
     for sub in [
         json!("mch_2xhFjEI5X2qWRvtV13BzSj8H6Dk"),
         json!(""),
         json!("user_"),
+        json!("user_\u{0}x"),
+        json!("user_a b"),
+        json!("user_../../v1/jwks"),
+        json!("user_é"),
+        json!(format!("user_{}", "a".repeat(124))),
         json!(42),
         Value::Null,
     ] {
-        expect_code(&app, &with_claim(&app, &user, "sub", sub), "token-invalid").await;
+        let resp = app
+            .get_me(&with_claim(&app, &user, "sub", sub.clone()))
+            .await;
+        let p = rejected(resp, "token-invalid").await;
+        assert_eq!(p.detail, "the token subject is not a user", "{sub}");
     }
+    assert_eq!(app.clerk.user_calls(), 0, "no rejected sub reached Clerk");
+    // The longest id of that shape is a user like any other.
+    let longest = format!("user_{}", "aZ9_-".repeat(24) + "xyz");
+    app.clerk
+        .add_user(clerk_user_json(&longest, Some("Long"), None, None));
+    assert_eq!(app.get_me(&app.token_for(&longest)).await.status(), 200);
     expect_code(
         &app,
         &with_claim(&app, &user, "sid", Value::Null),

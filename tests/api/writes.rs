@@ -151,6 +151,27 @@ async fn bad_patch_bodies_get_clear_answers_and_change_nothing() {
     ] {
         problem(patch(&app, &token, &body).await, 422, "invalid-body").await;
     }
+    // 422: U+0000 in a key or a string, at any depth (PostgreSQL's jsonb cannot hold it).
+    for body in [
+        json!({"metadata": {"nul": "\u{0}"}}),
+        json!({"metadata": {"a\u{0}b": 1}}),
+        json!({"metadata": {"deep": {"er": [1, {"x": "y\u{0}"}]}}}),
+        json!({"metadata": {"deep": {"k\u{0}": null}}}),
+    ] {
+        let (_, p) = problem(patch(&app, &token, &body).await, 422, "invalid-body").await;
+        assert!(p.detail.contains("U+0000"), "{}", p.detail);
+    }
+    // The escape as the client sends it, byte for byte.
+    let resp = app
+        .http
+        .patch(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"metadata":{"nul":"a\u0000b"}}"#)
+        .send()
+        .await
+        .unwrap();
+    problem(resp, 422, "invalid-body").await;
     // 413: over 16 KiB of body.
     let big = json!({"metadata": {"blob": "x".repeat(17 * 1024)}});
     problem(patch(&app, &token, &big).await, 413, "payload-too-large").await;
@@ -186,6 +207,7 @@ async fn bad_patch_bodies_get_clear_answers_and_change_nothing() {
         "nothing lost"
     );
     assert!(!read.metadata.contains_key("b"));
+    assert!(!read.metadata.contains_key("nul") && !read.metadata.contains_key("deep"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
