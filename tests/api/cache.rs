@@ -14,8 +14,10 @@ async fn pair() -> (TestApp, TestApp, String) {
     let b = TestApp::builder().database(a.db.clone()).spawn().await;
     let user = a.clerk.new_user();
     b.clerk.add_user(a.clerk.user_json(&user).unwrap());
-    // Both read (and cache) the user.
+    // Both read (and cache) the user, once the notification of its first sight has reached B
+    // (arriving later, it would drop B's entry and the cache-hit checks below would race it).
     let ua: User = a.get_me(&a.token_for(&user)).await.json().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let ub: User = b
         .get_me(&b.clerk.token_for(&user))
         .await
