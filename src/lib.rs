@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod net;
 /// Typed settings from the files and the environment; every error names its variable.
 pub mod settings;
+/// `clerk-users sync`: Clerk's user list walked page by page into the database.
+pub mod sync;
 /// Logs: the JSON line format, the request scope, the batched stdout writer.
 pub mod telemetry;
 /// Get-or-create of the signed-in user, and the user cache kept coherent across replicas.

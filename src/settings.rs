@@ -289,6 +289,17 @@ impl Settings {
         })
     }
 
+    /// What `clerk-users sync` needs: the database and the Backend API settings. `CLERK_ISSUER`
+    /// may be unset, since no token is verified and no key fetched; the rest is checked as for
+    /// `serve`.
+    pub fn load_for_sync() -> Result<Self, SettingsError> {
+        let mut raw = extract(figment_from_files_and_env())?;
+        if non_empty(&raw.clerk_issuer).is_none() {
+            raw.clerk_issuer = raw.clerk_api_url.clone();
+        }
+        raw.validate()
+    }
+
     /// Extract and validate whatever figment holds.
     pub fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
         extract(figment)?.validate()

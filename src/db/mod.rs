@@ -2,6 +2,7 @@
 //! in order under an advisory lock so that many replicas may start at once.
 
 pub mod notify;
+pub mod sync;
 pub mod users;
 pub mod webhooks;
 
