@@ -185,62 +185,67 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    const W: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
     async fn no_window_holds_more_than_the_limit() {
-        let pace = Pace::with_window(3, Duration::from_secs(10));
+        let pace = Pace::with_window(3, W);
         let t0 = Instant::now();
         let mut granted = Vec::new();
         for _ in 0..7 {
             let turn = pace.turn().await;
             granted.push(t0.elapsed());
-            // The request takes 100 ms.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The request takes 10 ms.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             drop(turn);
         }
-        let secs: Vec<u64> = granted.iter().map(|d| d.as_secs()).collect();
         // Three at once, three a window after each one's answer, then the seventh.
-        assert_eq!(secs, [0, 0, 0, 10, 10, 10, 20]);
+        let rounds: Vec<u128> = granted
+            .iter()
+            .map(|d| d.as_millis() / W.as_millis())
+            .collect();
+        assert_eq!(rounds, [0, 0, 0, 1, 1, 1, 2], "{granted:?}");
         for w in granted.windows(4) {
-            assert!(w[3] - w[0] > Duration::from_secs(10), "{granted:?}");
+            assert!(w[3] - w[0] > W, "{granted:?}");
         }
-        assert!(pace.waited() >= Duration::from_secs(20));
+        assert!(pace.waited() >= W, "{:?}", pace.waited());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_turn_past_the_deadline_is_refused_at_once() {
-        let pace = Pace::with_window(2, Duration::from_secs(10));
+        let pace = Pace::with_window(2, W);
         let a = pace.turn().await;
         let b = pace.turn().await;
         drop((a, b));
         let start = Instant::now();
-        let refused = pace
-            .turn_before(start + Duration::from_secs(5))
-            .await
-            .unwrap_err();
-        assert_eq!(start.elapsed(), Duration::ZERO, "refused without waiting");
-        assert!(refused.wait >= Duration::from_secs(9), "{refused:?}");
-        let granted = pace
-            .turn_before(start + Duration::from_secs(11))
-            .await
-            .unwrap();
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        let refused = pace.turn_before(start + W / 2).await.unwrap_err();
+        assert!(start.elapsed() < W / 10, "refused without waiting");
+        assert!(refused.wait > W / 2, "{refused:?}");
+        let granted = pace.turn_before(start + W * 2).await.unwrap();
+        assert!(start.elapsed() >= W * 9 / 10, "{:?}", start.elapsed());
         drop(granted);
         assert_eq!(pace.waiting(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn waiters_further_back_are_told_a_later_turn() {
         let pace = Pace::with_window(1, Duration::from_secs(10));
         let first = pace.turn().await;
         let p = pace.clone();
         let second = tokio::spawn(async move { p.turn().await });
-        tokio::task::yield_now().await;
-        assert_eq!(pace.waiting(), 1);
+        while pace.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
         // The first turn is still out: it comes back no sooner than a window from now, and the
         // one waiter ahead takes it, so a newcomer waits two windows.
         let wait = pace.earliest() - Instant::now();
-        assert_eq!(wait, Duration::from_secs(20));
+        assert!(wait > Duration::from_secs(19), "{wait:?}");
+        let refused = pace
+            .turn_before(Instant::now() + Duration::from_secs(15))
+            .await
+            .unwrap_err();
+        assert!(refused.wait > Duration::from_secs(19));
         drop(first);
-        drop(second.await.unwrap());
+        second.abort();
     }
 }

@@ -12,6 +12,7 @@ mod layering;
 mod lifecycle;
 mod openapi;
 mod storage;
+mod sync;
 mod token_props;
 mod token_rules;
 mod webhooks;
