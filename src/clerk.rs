@@ -149,12 +149,6 @@ impl ClerkApi {
         }
     }
 
-    /// The same client under another pace (tests of the pacing with a short window).
-    pub fn with_pace(mut self, pace: Arc<Pace>) -> Self {
-        self.pace = pace;
-        self
-    }
-
     /// The circuit breaker in front of the Backend API.
     pub fn breaker(&self) -> &Breaker {
         &self.breaker

@@ -79,9 +79,15 @@ impl Progress {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} users  {per_sec}  {elapsed} elapsed, about {eta} left  {msg}",
+                "{bar:40} {pos}/{len} users  {rate}  {elapsed} elapsed, about {eta} left  {msg}",
             )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} users/s", state.per_sec());
+                },
+            ),
         );
         Progress::Bar(bar)
     }
@@ -124,6 +130,8 @@ impl Progress {
     fn finish(&self) {
         if let Progress::Bar(bar) = self {
             bar.finish();
+            // The bar's line ends here, so the summary on stdout starts a line of its own.
+            eprintln!();
         }
     }
 }
