@@ -6,35 +6,35 @@
 //! mapping); under it the domain (`auth`, `users`, `webhooks`, `clerk`, `db`) knows nothing of
 //! HTTP; at the bottom the plumbing everything may use. See the README's layout.
 
-/// The HTTP layer: everything that knows poem.
-pub mod api;
 /// Assembly: the state, the router, the server and its shutdown. Shared by `main`, the tests and
 /// the benchmarks.
 pub mod app;
-/// Token rules, signing keys, the verifier.
-pub mod auth;
-/// The Backend API client: retries, the circuit breaker.
-pub mod clerk;
-/// PostgreSQL: the pool, migrations, one function per query.
-pub mod db;
-/// Hands freed memory back to the system.
-pub mod memory;
-/// RFC 7396 JSON Merge Patch, for the application's own metadata.
-pub mod merge_patch;
-/// Counters and gauges for `/metrics`, used from anywhere.
-pub mod metrics;
-/// Connection deadlines of the server, and the outgoing HTTP client.
-pub mod net;
-/// Typed settings from the files and the environment; every error names its variable.
-pub mod settings;
+/// The HTTP layer: everything that knows poem.
+pub mod api;
 /// `clerk-users sync`: Clerk's user list walked page by page into the database.
 pub mod sync;
-/// Logs: the JSON line format, the request scope, the batched stdout writer.
-pub mod telemetry;
 /// Get-or-create of the signed-in user, and the user cache kept coherent across replicas.
 pub mod users;
 /// Svix signatures and what a Clerk event changes.
 pub mod webhooks;
+/// Token rules, signing keys, the verifier.
+pub mod auth;
+/// PostgreSQL: the pool, migrations, one function per query.
+pub mod db;
+/// The Backend API client: retries, the circuit breaker, the pace under Clerk's rate limit.
+pub mod clerk;
+/// RFC 7396 JSON Merge Patch, for the application's own metadata.
+pub mod merge_patch;
+/// Hands freed memory back to the system.
+pub mod memory;
+/// Counters and gauges for `/metrics`, used from anywhere.
+pub mod metrics;
+/// Logs: the JSON line format, the request scope, the batched stdout writer.
+pub mod telemetry;
+/// Connection deadlines of the server, and the outgoing HTTP client.
+pub mod net;
+/// Typed settings from the files and the environment; every error names its variable.
+pub mod settings;
 
 /// The Clerk stand-in and throwaway PostgreSQL for tests, benchmarks and the local run.
 #[cfg(feature = "testkit")]
