@@ -142,7 +142,8 @@ async fn fixture(opts: &BTreeMap<String, String>) -> Result<(), String> {
     write(
         &dir.join("env"),
         &format!(
-            "DATABASE_URL={}\nCLERK_SECRET_KEY={}\nCLERK_ISSUER={}\nCLERK_API_URL={}\nPG_DATA={}\n",
+            // The stand-in has no rate limit: the first-sight phase is not paced.
+            "DATABASE_URL={}\nCLERK_SECRET_KEY={}\nCLERK_ISSUER={}\nCLERK_API_URL={}\nCLERK_API_RATE_LIMIT=100000\nPG_DATA={}\n",
             cluster.url("clerk_users"),
             secret_key,
             clerk.issuer(),
