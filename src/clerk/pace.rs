@@ -61,7 +61,7 @@ impl Pace {
             limit,
             window,
             turns: Arc::new(Semaphore::new(limit as usize)),
-            cooling: Mutex::new(VecDeque::with_capacity(limit as usize)),
+            cooling: Mutex::new(VecDeque::with_capacity((limit as usize).min(1024))),
             waiting: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
         })
