@@ -23,6 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Clerk's rate-limit window: its limits are stated per 10 seconds.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
+/// A turn that would leave less than this before the caller's deadline is refused at once: the
+/// request itself needs the time, and a timer firing a little late must not turn a wait into a
+/// timeout.
+pub const LEAD: Duration = Duration::from_millis(250);
+
 /// The turns of one process.
 #[derive(Debug)]
 pub struct Pace {
@@ -111,7 +116,8 @@ impl Pace {
     }
 
     /// A turn before `deadline`, or at once the news that it would come too late (a first sight
-    /// whose retry budget would run out in the queue).
+    /// whose retry budget would run out in the queue): when the earliest turn leaves less than
+    /// [`LEAD`] before the deadline. A wait that was estimated to fit still ends at the deadline.
     pub async fn turn_before(self: &Arc<Self>, deadline: Instant) -> Result<Turn, TooLate> {
         self.wait(Some(deadline)).await
     }
@@ -123,7 +129,7 @@ impl Pace {
         let start = Instant::now();
         if let Some(deadline) = deadline {
             let earliest = self.earliest();
-            if earliest >= deadline {
+            if earliest + LEAD >= deadline {
                 return Err(TooLate {
                     wait: earliest.saturating_duration_since(start),
                 });

@@ -424,7 +424,12 @@ async fn pace_150_concurrent_first_sights_under_a_limit_of_100_draw_no_429() {
                 later += 1;
             }
             503 => {
-                assert!(took < Duration::from_secs(5), "refused at once: {took:?}");
+                // At once, when the turn would come too late (nearly always); a wait estimated
+                // to fit that ran into the budget's end is still bounded by it.
+                assert!(
+                    took < Duration::from_secs(11),
+                    "within the budget: {took:?}"
+                );
                 let (headers, _) = problem(resp, 503, "clerk-unavailable").await;
                 let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
                 assert!((1..=11).contains(&retry), "Retry-After {retry}");
