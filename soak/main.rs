@@ -618,6 +618,9 @@ fn start_service(
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .env("CLERK_API_BACKOFF_MS", "50")
+        // The stand-in has no rate limit, and the soak's first sights (300 at the start, then
+        // dozens a second) would far exceed an sk_test_ key's 100 per 10 s: no pacing here.
+        .env("CLERK_API_RATE_LIMIT", "100000")
         .env("CLERK_HTTP_TIMEOUT_MS", "1000")
         .env("CLERK_API_RETRY_BUDGET_MS", "3000")
         .env("CLERK_JWKS_REFRESH_SECS", "10")

@@ -1,8 +1,11 @@
 //! The Clerk Backend API client: `GET /v1/users/{id}` with bounded retries that honour
-//! `Retry-After`. The secret key goes only to the Backend API's origin.
-//! A circuit breaker ([`breaker`]) makes first sights fail fast while the Backend API is down.
+//! `Retry-After`, and the user list and count that `clerk-users sync` walks. The secret key goes
+//! only to the Backend API's origin. A circuit breaker ([`breaker`]) makes first sights fail fast
+//! while the Backend API is down; every request waits its turn under the process's one pace
+//! ([`pace`]), so that Clerk's rate limit is never crossed.
 
 pub mod breaker;
+pub mod pace;
 
 use std::{
     sync::Arc,
@@ -10,9 +13,12 @@ use std::{
 };
 
 use reqwest::{StatusCode, Url};
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
 
-use self::breaker::{Breaker, Permit};
+use self::{
+    breaker::{Breaker, Permit},
+    pace::Pace,
+};
 use crate::{
     metrics::Metrics,
     net::{describe, read_limited},
@@ -21,8 +27,14 @@ use crate::{
 
 /// The largest Backend API or JWKS body read; Clerk's User object is a few KiB.
 const MAX_BODY_BYTES: usize = 1 << 20;
+/// The largest page of the user list read: 500 users of a few KiB each, with room to spare.
+const MAX_PAGE_BYTES: usize = 64 << 20;
 /// `Retry-After` given to callers when Clerk named none.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The largest page of Clerk's user list, and the one `sync` asks for.
+pub const PAGE_LIMIT: usize = 500;
+/// 429s in a row after which a list request gives up (each waits its `Retry-After`).
+const MAX_RATE_LIMITED: u32 = 20;
 
 /// Whether `id` has the shape of a Clerk user id: `user_` followed by 1 to 123 ASCII letters,
 /// digits, `_` or `-`. Session tokens (`sub`) and webhooks must name a user this way; anything else
@@ -125,6 +137,29 @@ pub enum ClerkError {
     },
 }
 
+/// Clerk's `{"object": "total_count", "total_count": N}`.
+#[derive(Debug, Deserialize)]
+struct TotalCount {
+    total_count: u64,
+}
+
+/// Clerk's error body: `{"errors": [{"message", "long_message", "code"}]}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEntry {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    long_message: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct ClerkApi {
     http: reqwest::Client,
@@ -136,11 +171,13 @@ pub struct ClerkApi {
     backoff: Duration,
     /// Shared by every clone: one breaker per process.
     breaker: Arc<Breaker>,
+    /// Shared by every clone: one pace per process.
+    pace: Arc<Pace>,
     metrics: Metrics,
 }
 
-enum Attempt {
-    Done(Result<ClerkUser, ClerkError>),
+enum Attempt<T> {
+    Done(Result<T, ClerkError>),
     Retry {
         retry_after: Option<Duration>,
         reason: String,
@@ -161,6 +198,7 @@ impl ClerkApi {
                 settings.breaker_failures,
                 settings.breaker_cooldown,
             )),
+            pace: Pace::new(settings.api_rate_limit),
             metrics,
         }
     }
@@ -168,6 +206,11 @@ impl ClerkApi {
     /// The circuit breaker in front of the Backend API.
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
+    }
+
+    /// The pace every Backend API request of this process waits for.
+    pub fn pace(&self) -> &Pace {
+        &self.pace
     }
 
     fn user_url(&self, user_id: &str) -> Url {
@@ -198,7 +241,17 @@ impl ClerkApi {
                 permit.succeeded();
                 answered
             }
-            Err((retry_after, reason)) => {
+            // No turn within the budget: not Clerk's failure, so the breaker is not told (the
+            // permit is dropped unsettled; a probe's slot is freed).
+            Err(Failure::Paced(wait)) => {
+                self.metrics.clerk_call("paced_out");
+                drop(permit);
+                Err(ClerkError::Unavailable {
+                    retry_after: whole_seconds(wait),
+                    reason: "no turn under CLERK_API_RATE_LIMIT within the retry budget".into(),
+                })
+            }
+            Err(Failure::Clerk(retry_after, reason)) => {
                 permit.failed(retry_after);
                 Err(ClerkError::Unavailable {
                     retry_after: retry_after
@@ -217,7 +270,7 @@ impl ClerkApi {
         &self,
         user_id: &str,
         permit: &mut Permit<'_>,
-    ) -> Result<Result<ClerkUser, ClerkError>, (Option<Duration>, String)> {
+    ) -> Result<Result<ClerkUser, ClerkError>, Failure> {
         let deadline = Instant::now() + self.budget;
         let url = self.user_url(user_id);
         let max_attempts = if permit.is_probe() {
@@ -228,9 +281,17 @@ impl ClerkApi {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let turn = self
+                .pace
+                .turn_before(deadline)
+                .await
+                .map_err(|late| Failure::Paced(late.wait))?;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let (retry_after, reason) = match self.try_once(&url, remaining.min(self.timeout)).await
-            {
+            let answer = self
+                .try_once::<ClerkUser>(&url, remaining.min(self.timeout), MAX_BODY_BYTES)
+                .await;
+            drop(turn);
+            let (retry_after, reason) = match answer {
                 Attempt::Done(result) => return Ok(result),
                 Attempt::Retry {
                     retry_after,
@@ -244,17 +305,105 @@ impl ClerkApi {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if attempt >= max_attempts || wait >= remaining || self.breaker.is_refusing() {
                 tracing::warn!(attempts = attempt, %reason, "Clerk Backend API unavailable; giving up");
-                return Err((retry_after, reason));
+                return Err(Failure::Clerk(retry_after, reason));
             }
             tracing::info!(attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying Clerk Backend API");
             tokio::time::sleep(wait).await;
             if self.breaker.is_refusing() {
-                return Err((retry_after, reason));
+                return Err(Failure::Clerk(retry_after, reason));
             }
         }
     }
 
-    async fn try_once(&self, url: &Url, timeout: Duration) -> Attempt {
+    fn list_url(&self, path: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty().push("v1").extend(path);
+        }
+        url
+    }
+
+    /// One page of Clerk's user list in ascending `created_at` order: the first page, or the
+    /// page after the user `starting_after` (the last id of the previous page). At most
+    /// [`PAGE_LIMIT`] users; fewer means the list is done.
+    pub async fn list_users(
+        &self,
+        starting_after: Option<&str>,
+    ) -> Result<Vec<ClerkUser>, ClerkError> {
+        let mut url = self.list_url(&["users"]);
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("limit", &PAGE_LIMIT.to_string())
+                .append_pair("order_by", "+created_at");
+            if let Some(after) = starting_after {
+                query.append_pair("starting_after", after);
+            }
+        }
+        self.patient(&url, MAX_PAGE_BYTES).await
+    }
+
+    /// How many users Clerk has (`GET /v1/users/count`).
+    pub async fn count_users(&self) -> Result<u64, ClerkError> {
+        let url = self.list_url(&["users", "count"]);
+        let count: TotalCount = self.patient(&url, MAX_BODY_BYTES).await?;
+        Ok(count.total_count)
+    }
+
+    /// A request that can wait (the sync's): a turn without deadline; each 429 waits its
+    /// `Retry-After` (at most [`MAX_RATE_LIMITED`] in a row); 5xx, timeouts and connection errors
+    /// are retried `max_attempts` times in all with exponential backoff and full jitter. The
+    /// breaker of first sights is neither asked nor told.
+    async fn patient<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        max_bytes: usize,
+    ) -> Result<T, ClerkError> {
+        let (mut failed, mut limited) = (0u32, 0u32);
+        loop {
+            let turn = self.pace.turn().await;
+            let answer = self.try_once::<T>(url, self.timeout, max_bytes).await;
+            drop(turn);
+            let (retry_after, reason) = match answer {
+                Attempt::Done(result) => return result,
+                Attempt::Retry {
+                    retry_after,
+                    reason,
+                } => (retry_after, reason),
+            };
+            let wait = if reason == RATE_LIMITED {
+                limited += 1;
+                if limited > MAX_RATE_LIMITED {
+                    return Err(unavailable(
+                        retry_after,
+                        format!("{reason}, {limited} times in a row"),
+                    ));
+                }
+                retry_after.unwrap_or(Duration::from_secs(1))
+            } else {
+                failed += 1;
+                limited = 0;
+                if failed >= self.max_attempts {
+                    return Err(unavailable(
+                        retry_after,
+                        format!("{reason} after {failed} tries"),
+                    ));
+                }
+                let backoff = self.backoff.saturating_mul(1 << (failed - 1).min(16));
+                let jittered = backoff.mul_f64(fastrand::f64());
+                retry_after.map_or(jittered, |r| r.max(jittered))
+            };
+            tracing::info!(wait_ms = wait.as_millis() as u64, %reason, "retrying Clerk Backend API");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn try_once<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Attempt<T> {
         let sent = self
             .http
             .get(url.clone())
@@ -275,14 +424,14 @@ impl ClerkApi {
         let status = resp.status();
         self.metrics.clerk_call(outcome(status));
         match status {
-            s if s.is_success() => match read_limited(resp, MAX_BODY_BYTES).await {
-                Ok(body) => match serde_json::from_slice::<ClerkUser>(&body) {
-                    Ok(user) => Attempt::Done(Ok(user)),
+            s if s.is_success() => match read_limited(resp, max_bytes).await {
+                Ok(body) => match serde_json::from_slice::<T>(&body) {
+                    Ok(parsed) => Attempt::Done(Ok(parsed)),
                     Err(e) => {
-                        tracing::error!(error = %e, "Clerk Backend API sent a User object that does not parse");
+                        tracing::error!(error = %e, "Clerk Backend API sent JSON that does not parse");
                         Attempt::Done(Err(ClerkError::Unavailable {
                             retry_after: DEFAULT_RETRY_AFTER,
-                            reason: "unparseable User object".into(),
+                            reason: format!("unparseable answer ({e})"),
                         }))
                     }
                 },
@@ -301,12 +450,30 @@ impl ClerkApi {
             }
             StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
                 retry_after: retry_after(resp.headers()),
-                reason: "rate limited (429)".into(),
+                reason: RATE_LIMITED.into(),
             },
             s if s.is_server_error() => Attempt::Retry {
                 retry_after: retry_after(resp.headers()),
                 reason: format!("HTTP {}", s.as_u16()),
             },
+            s if s.is_client_error() => {
+                let message = match read_limited(resp, MAX_BODY_BYTES).await {
+                    Ok(body) => clerk_message(&body),
+                    Err(_) => String::new(),
+                };
+                tracing::error!(
+                    status = s.as_u16(),
+                    %message,
+                    "Clerk Backend API refused the request"
+                );
+                // Not retried: the same request would be refused again.
+                Attempt::Done(Err(ClerkError::Unavailable {
+                    retry_after: DEFAULT_RETRY_AFTER,
+                    reason: format!("HTTP {} {message}", s.as_u16())
+                        .trim_end()
+                        .to_string(),
+                }))
+            }
             s => {
                 tracing::error!(
                     status = s.as_u16(),
@@ -319,6 +486,45 @@ impl ClerkApi {
             }
         }
     }
+}
+
+/// How a first sight's lookup failed: no turn in time, or Clerk (its last `Retry-After` and why).
+enum Failure {
+    Paced(Duration),
+    Clerk(Option<Duration>, String),
+}
+
+const RATE_LIMITED: &str = "rate limited (429)";
+
+fn unavailable(retry_after: Option<Duration>, reason: String) -> ClerkError {
+    ClerkError::Unavailable {
+        retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+        reason,
+    }
+}
+
+/// Whole seconds, at least one: `Retry-After` is sent in seconds.
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs((d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
+}
+
+/// The first error of Clerk's error body, as `code: long message`; empty when there is none.
+fn clerk_message(body: &[u8]) -> String {
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
+        return String::new();
+    };
+    parsed
+        .errors
+        .first()
+        .map(|e| {
+            let text = e
+                .long_message
+                .as_deref()
+                .or(e.message.as_deref())
+                .unwrap_or("");
+            format!("{}: {text}", e.code)
+        })
+        .unwrap_or_default()
 }
 
 fn outcome(status: StatusCode) -> &'static str {

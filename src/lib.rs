@@ -2,9 +2,9 @@
 //! signed-in user's record from PostgreSQL, fetching a user from Clerk once, on first sight.
 //!
 //! A request flows one way, and the imports show it: a module uses only the ones listed below it
-//! (`tests/api/layering.rs` checks this; the blank lines keep rustfmt from sorting the list).
+//! (`tests/api/layering.rs` checks this; `rustfmt.toml` keeps rustfmt from sorting the list).
 //! `app` assembles; `api` is the HTTP layer (the `Session` extractor, the operations, the error
-//! mapping); under it the domain (`users`, `webhooks`, `auth`, `db`, `clerk`) knows nothing of
+//! mapping); under it the domain (`sync`, `users`, `webhooks`, `auth`, `db`, `clerk`) knows nothing of
 //! HTTP; at the bottom the plumbing everything may use. See the README's layout.
 
 /// Assembly: the state, the router, the server and its shutdown. Shared by `main`, the tests and
@@ -13,6 +13,9 @@ pub mod app;
 
 /// The HTTP layer: everything that knows poem.
 pub mod api;
+
+/// `clerk-users sync`: Clerk's user list walked page by page into the database.
+pub mod sync;
 
 /// Get-or-create of the signed-in user, and the user cache kept coherent across replicas.
 pub mod users;
@@ -26,7 +29,7 @@ pub mod auth;
 /// PostgreSQL: the pool, migrations, one function per query.
 pub mod db;
 
-/// The Backend API client: retries, the circuit breaker.
+/// The Backend API client: retries, the circuit breaker, the pace under Clerk's rate limit.
 pub mod clerk;
 
 /// RFC 7396 JSON Merge Patch, for the application's own metadata.

@@ -212,6 +212,16 @@ impl Metrics {
 
     /// The text exposition, with the gauges read at scrape time.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        self.render_with(gauges, &[])
+    }
+
+    /// The text exposition with gauges and counters kept elsewhere, read at scrape time: each
+    /// `(name, help, value)`.
+    pub fn render_with(
+        &self,
+        gauges: &[(&str, &str, f64)],
+        external_counters: &[(&str, &str, f64)],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(
             out,
@@ -302,10 +312,12 @@ impl Metrics {
                 let _ = writeln!(out, "{family}{{{label}=\"{value}\"}} {n}");
             }
         }
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {value}");
+        for (kind, list) in [("counter", external_counters), ("gauge", gauges)] {
+            for (name, help, value) in list {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                let _ = writeln!(out, "{name} {value}");
+            }
         }
         out
     }

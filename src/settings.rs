@@ -61,6 +61,8 @@ pub struct RawSettings {
     #[serde(deserialize_with = "opt_string")]
     pub clerk_api_backoff_ms: Option<String>,
     #[serde(deserialize_with = "opt_string")]
+    pub clerk_api_rate_limit: Option<String>,
+    #[serde(deserialize_with = "opt_string")]
     pub clerk_breaker_failures: Option<String>,
     #[serde(deserialize_with = "opt_string")]
     pub clerk_breaker_cooldown_ms: Option<String>,
@@ -121,6 +123,7 @@ pub const KEYS: &[&str] = &[
     "clerk_api_max_attempts",
     "clerk_api_retry_budget_ms",
     "clerk_api_backoff_ms",
+    "clerk_api_rate_limit",
     "clerk_breaker_failures",
     "clerk_breaker_cooldown_ms",
     "user_cache_max_entries",
@@ -217,6 +220,10 @@ pub struct ClerkSettings {
     pub api_max_attempts: u32,
     pub api_retry_budget: Duration,
     pub api_backoff: Duration,
+    /// Most Backend API requests this process sends in any 10 seconds (first sights and `sync`
+    /// together): from `CLERK_API_RATE_LIMIT`, else 100 for an `sk_test_` key (Clerk's
+    /// development limit) and 1000 otherwise (production).
+    pub api_rate_limit: u32,
     /// Consecutive failed Backend API lookups that open the circuit breaker; 0 = no breaker.
     pub breaker_failures: u32,
     /// How long the open breaker fails lookups at once before one probe goes through.
@@ -278,6 +285,17 @@ impl Settings {
             log_format,
             rust_log,
         })
+    }
+
+    /// What `clerk-users sync` needs: the database and the Backend API settings. `CLERK_ISSUER`
+    /// may be unset, since no token is verified and no key fetched; the rest is checked as for
+    /// `serve`.
+    pub fn load_for_sync() -> Result<Self, SettingsError> {
+        let mut raw = extract(figment_from_files_and_env())?;
+        if non_empty(&raw.clerk_issuer).is_none() {
+            raw.clerk_issuer = raw.clerk_api_url.clone();
+        }
+        raw.validate()
     }
 
     /// Extract and validate whatever figment holds.
@@ -590,7 +608,21 @@ impl RawSettings {
             ));
         }
 
+        // Clerk's limits are per instance: 100 requests in 10 s for development instances
+        // (`sk_test_` keys), 1000 for production ones.
+        let api_rate_limit = match non_empty(&self.clerk_api_rate_limit) {
+            Some(_) => number(
+                "clerk_api_rate_limit",
+                &self.clerk_api_rate_limit,
+                1,
+                100_000,
+            )?,
+            None if secret_key.starts_with("sk_test_") => 100,
+            None => 1000,
+        };
+
         let clerk = ClerkSettings {
+            api_rate_limit,
             secret_key: Secret::new(secret_key.to_string()),
             issuer,
             keys,
@@ -751,6 +783,10 @@ mod tests {
         assert_eq!(s.clerk.breaker_failures, 5);
         assert_eq!(s.clerk.breaker_cooldown, Duration::from_secs(5));
         assert_eq!(s.listen_addr.port(), 8000);
+        assert_eq!(
+            s.clerk.api_rate_limit, 100,
+            "an sk_test_ key: Clerk's development limit"
+        );
         match &s.clerk.keys {
             KeySource::Jwks { url, send_secret } => {
                 assert_eq!(
@@ -784,6 +820,8 @@ mod tests {
             ("clerk_jwt_key", "not a key", "CLERK_JWT_KEY"),
             ("clerk_accept_pending", "maybe", "CLERK_ACCEPT_PENDING"),
             ("clerk_breaker_failures", "-1", "CLERK_BREAKER_FAILURES"),
+            ("clerk_api_rate_limit", "0", "CLERK_API_RATE_LIMIT"),
+            ("clerk_api_rate_limit", "lots", "CLERK_API_RATE_LIMIT"),
             ("clerk_breaker_failures", "many", "CLERK_BREAKER_FAILURES"),
             (
                 "clerk_breaker_cooldown_ms",
@@ -806,6 +844,18 @@ mod tests {
             let e = with(&[(k, v)]).unwrap_err();
             assert_eq!(e.variable, var, "{k}={v} gave {e}");
         }
+    }
+
+    #[test]
+    fn the_rate_limit_follows_the_key_unless_set() {
+        let live = with(&[("clerk_secret_key", "sk_live_abc")]).unwrap();
+        assert_eq!(live.clerk.api_rate_limit, 1000);
+        let set = with(&[
+            ("clerk_secret_key", "sk_live_abc"),
+            ("clerk_api_rate_limit", "250"),
+        ])
+        .unwrap();
+        assert_eq!(set.clerk.api_rate_limit, 250);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! testkit, so the production binary never contains the stand-in's signing code).
 //!
 //! ```text
-//! load-kit fixture --dir DIR [--users N] [--token-ttl SECS] [--max-secs SECS]
+//! load-kit fixture --dir DIR [--users N] [--listed-users M] [--token-ttl SECS] [--max-secs SECS]
 //! load-kit wait-ready --url URL --since-ns EPOCH_NS [--timeout-secs SECS]
 //! load-kit first-sight --url URL --tokens FILE [--concurrency N] [--sample-out FILE]
 //! load-kit first-sight-matrix [--users N] [--concurrency N] [--rounds N]
@@ -10,7 +10,8 @@
 //!
 //! - `fixture`: a throwaway PostgreSQL cluster under `DIR/pg` with a database `clerk_users`, and
 //!   the Clerk stand-in on loopback with N users and a session token for each (valid for
-//!   `--token-ttl` seconds). Writes `DIR/env` (the service's settings, one `KEY=value` a line),
+//!   `--token-ttl` seconds), plus M generated users without tokens, for `clerk-users sync`
+//!   (`benches/sync/run`). Writes `DIR/env` (the service's settings, one `KEY=value` a line),
 //!   `DIR/tokens.txt` (one token a line), `DIR/users.txt`, then `DIR/ready`. Runs until SIGTERM or
 //!   SIGINT (or `--max-secs`, a safety net), then stops the stand-in and removes the cluster.
 //! - `wait-ready`: polls `URL` every 2 ms until it answers 200 and prints the milliseconds since
@@ -110,6 +111,7 @@ fn write(path: &Path, contents: &str) -> Result<(), String> {
 async fn fixture(opts: &BTreeMap<String, String>) -> Result<(), String> {
     let dir = PathBuf::from(required(opts, "dir")?);
     let users = number(opts, "users", 1000)?;
+    let listed = number(opts, "listed-users", 0)?;
     let ttl = number(opts, "token-ttl", 3600)?;
     let max_secs = number(opts, "max-secs", 1800)?;
 
@@ -131,6 +133,7 @@ async fn fixture(opts: &BTreeMap<String, String>) -> Result<(), String> {
     let clerk = ClerkStandIn::start(&secret_key).await;
     let key = clerk.current_key();
     let header = ClerkStandIn::header_for(&key);
+    clerk.generate_users(listed as usize);
     let mut tokens = String::new();
     let mut ids = String::new();
     for _ in 0..users {
@@ -148,7 +151,8 @@ async fn fixture(opts: &BTreeMap<String, String>) -> Result<(), String> {
     write(
         &dir.join("env"),
         &format!(
-            "DATABASE_URL={}\nCLERK_SECRET_KEY={}\nCLERK_ISSUER={}\nCLERK_API_URL={}\nPG_DATA={}\n",
+            // The stand-in has no rate limit: the first-sight phase is not paced.
+            "DATABASE_URL={}\nCLERK_SECRET_KEY={}\nCLERK_ISSUER={}\nCLERK_API_URL={}\nCLERK_API_RATE_LIMIT=100000\nPG_DATA={}\n",
             cluster.url("clerk_users"),
             secret_key,
             clerk.issuer(),

@@ -139,84 +139,103 @@ impl HealthApi {
     ///
     /// Prometheus text format: requests by route and status, latency, token verifications by
     /// outcome, key fetches and the key set's age, Backend API calls and the circuit breaker's
-    /// state, user lookups, the pool.
+    /// state, the pace of Backend API requests (waiting now, time waited), user lookups, the pool.
     #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
     async fn metrics(&self, state: poem::web::Data<&AppState>) -> MetricsResponse {
         let pool = state.db.pool().status();
         let keys = &state.verifier.keys;
         let age = keys.age().map_or(-1.0, |a| a.as_secs_f64());
         let loaded = keys.current().map_or(0.0, |s| s.len() as f64);
-        MetricsResponse::Ok(PlainText(state.metrics.render(&[
-            (
-                "clerk_users_signing_keys_age_seconds",
-                "Age of the held signing key set (-1 when none is held; 0 for a pinned key).",
-                age,
-            ),
-            (
-                "clerk_users_signing_keys",
-                "Usable signing keys held.",
-                loaded,
-            ),
-            (
-                "clerk_users_clerk_breaker_state",
-                "The Backend API circuit breaker: 0 closed, 1 half-open (one probe), 2 open.",
-                match state.users.clerk().breaker().state() {
-                    BreakerState::Closed => 0.0,
-                    BreakerState::HalfOpen => 1.0,
-                    BreakerState::Open => 2.0,
-                },
-            ),
-            (
-                "clerk_users_user_cache_entries",
-                "Users held in the user cache (an estimate).",
-                state.users.cache().entries() as f64,
-            ),
-            (
-                "clerk_users_user_cache_bypassed",
-                "Whether the user cache is bypassed because change notifications are not known to \
-                 arrive (see the log): every lookup reads the database.",
-                if state.users.cache().bypassed() {
-                    1.0
-                } else {
-                    0.0
-                },
-            ),
-            (
-                "clerk_users_token_cache_entries",
-                "Verified tokens held (an estimate).",
-                state.verifier.cached_tokens() as f64,
-            ),
-            (
-                "clerk_users_db_reachable",
-                "1 while the database can be reached, 0 while it is known to be down.",
-                if state.db.is_down() { 0.0 } else { 1.0 },
-            ),
-            (
-                "clerk_users_db_unreachable_seconds",
-                "How long the database has been known to be down (0 while it is reachable).",
-                state.db.down_for().map_or(0.0, |d| d.as_secs_f64()),
-            ),
-            (
-                "clerk_users_db_pool_max_size",
-                "Largest number of pooled connections.",
-                pool.max_size as f64,
-            ),
-            (
-                "clerk_users_db_pool_size",
-                "Open pooled connections.",
-                pool.size as f64,
-            ),
-            (
-                "clerk_users_db_pool_available",
-                "Idle pooled connections.",
-                pool.available as f64,
-            ),
-            (
-                "clerk_users_db_pool_waiting",
-                "Requests waiting for a connection.",
-                pool.waiting as f64,
-            ),
-        ])))
+        let pace = state.users.clerk().pace();
+        let paced = [(
+            "clerk_users_clerk_api_pace_wait_seconds_total",
+            "Time Backend API requests have waited for their turn under CLERK_API_RATE_LIMIT.",
+            pace.waited().as_secs_f64(),
+        )];
+        MetricsResponse::Ok(PlainText(state.metrics.render_with(
+            &[
+                (
+                    "clerk_users_signing_keys_age_seconds",
+                    "Age of the held signing key set (-1 when none is held; 0 for a pinned key).",
+                    age,
+                ),
+                (
+                    "clerk_users_signing_keys",
+                    "Usable signing keys held.",
+                    loaded,
+                ),
+                (
+                    "clerk_users_clerk_breaker_state",
+                    "The Backend API circuit breaker: 0 closed, 1 half-open (one probe), 2 open.",
+                    match state.users.clerk().breaker().state() {
+                        BreakerState::Closed => 0.0,
+                        BreakerState::HalfOpen => 1.0,
+                        BreakerState::Open => 2.0,
+                    },
+                ),
+                (
+                    "clerk_users_clerk_api_pace_waiting",
+                    "Backend API requests waiting for their turn under CLERK_API_RATE_LIMIT.",
+                    pace.waiting() as f64,
+                ),
+                (
+                    "clerk_users_clerk_api_rate_limit",
+                    "Most Backend API requests this process sends in any 10 seconds.",
+                    f64::from(pace.limit()),
+                ),
+                (
+                    "clerk_users_user_cache_entries",
+                    "Users held in the user cache (an estimate).",
+                    state.users.cache().entries() as f64,
+                ),
+                (
+                    "clerk_users_user_cache_bypassed",
+                    "Whether the user cache is bypassed because change notifications are not known to \
+                     arrive (see the log): every lookup reads the database.",
+                    if state.users.cache().bypassed() {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                ),
+                (
+                    "clerk_users_token_cache_entries",
+                    "Verified tokens held (an estimate).",
+                    state.verifier.cached_tokens() as f64,
+                ),
+                (
+                    "clerk_users_db_reachable",
+                    "1 while the database can be reached, 0 while it is known to be down.",
+                    if state.db.is_down() { 0.0 } else { 1.0 },
+                ),
+                (
+                    "clerk_users_db_unreachable_seconds",
+                    "How long the database has been known to be down (0 while it is reachable).",
+                    state.db.down_for().map_or(0.0, |d| d.as_secs_f64()),
+                ),
+                (
+                    "clerk_users_db_pool_max_size",
+                    "Largest number of pooled connections.",
+                    pool.max_size as f64,
+                ),
+                (
+                    "clerk_users_db_pool_size",
+                    "Open pooled connections.",
+                    pool.size as f64,
+                ),
+                (
+                    "clerk_users_db_pool_available",
+                    "Idle pooled connections.",
+                    pool.available as f64,
+                ),
+                (
+                    "clerk_users_db_pool_waiting",
+                    "Requests waiting for a connection.",
+                    pool.waiting as f64,
+                ),
+            ],
+            &paced,
+        )))
     }
 
     /// Database ping

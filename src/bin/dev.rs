@@ -57,6 +57,10 @@ const DATA_DIR: &str = ".data/postgres";
 const DEV_LISTEN_ADDR: &str = "127.0.0.1:8000";
 const DEV_CLERK_ADDR: &str = "127.0.0.1:8001";
 
+/// Generated users the stand-in lists besides the demo users: enough for `clerk-users sync` to
+/// show its progress bar over a dozen pages.
+const GENERATED_USERS: usize = 5_000;
+
 /// The stand-in's demo users: (id, first name, last name, email).
 const DEMO_USERS: &[(&str, &str, &str, &str)] = &[
     ("user_demo_ada", "Ada", "Lovelace", "ada@example.org"),
@@ -288,6 +292,7 @@ async fn start(
         for (id, first, last, email) in DEMO_USERS {
             clerk.add_user(clerk_user_json(id, Some(first), Some(last), Some(email)));
         }
+        clerk.generate_users(GENERATED_USERS);
         let url = clerk.url();
         tracing::info!(url = %url, "Clerk stand-in started (no CLERK_SECRET_KEY / CLERK_ISSUER configured)");
         let overrides = (url, secret_key);
@@ -319,7 +324,18 @@ async fn start(
                 "  Clerk         stand-in at {} (set CLERK_SECRET_KEY and CLERK_ISSUER for the real one)",
                 clerk.url()
             ));
-            lines.push(format!("  Demo users    {}", users.join(", ")));
+            lines.push(format!(
+                "  Demo users    {}, and {GENERATED_USERS} generated ones (listed for clerk-users sync)",
+                users.join(", ")
+            ));
+            // The stand-in's key is made for this run and opens nothing but the stand-in.
+            try_lines.push(format!(
+                "Copy every stand-in user into the database, with a progress bar:\n  \
+                 CLERK_API_URL={clerk} CLERK_SECRET_KEY={key} DATABASE_URL='{db}' cargo run --bin clerk-users -- sync",
+                clerk = clerk.url(),
+                key = clerk.secret_key(),
+                db = database_url.as_deref().unwrap_or("$DATABASE_URL"),
+            ));
             try_lines.push(format!(
                 "Try it now (this token lives 60 s, as Clerk's do):\n  curl -i -H 'Authorization: Bearer {token}' {base}/users/me"
             ));

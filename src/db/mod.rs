@@ -5,6 +5,7 @@
 pub mod health;
 pub mod notify;
 pub mod query;
+pub mod sync;
 pub mod users;
 pub mod webhooks;
 
@@ -65,6 +66,13 @@ fn pool_for(options: &ConnectOptions, settings: &DatabaseSettings, max_size: usi
         .recycle_timeout(Some(settings.connect_timeout))
         .build()
         .expect("a runtime is set, so the pool builds")
+}
+
+/// One connection for a one-shot job that keeps session state (`sync`'s temporary table):
+/// `DATABASE_DIRECT_URL` when it is set, as for migrations and `LISTEN`.
+pub fn session_database(settings: &DatabaseSettings) -> Database {
+    let options = direct_or_pooled(settings);
+    Database::new(pool_for(options, settings, 1), query::Mode::of(settings))
 }
 
 /// Where migrations and `LISTEN` go: `DATABASE_DIRECT_URL` when set, else `DATABASE_URL`.

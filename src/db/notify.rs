@@ -21,3 +21,19 @@ pub async fn user_changed(client: &impl Conn, clerk_id: &str) -> Result<(), DbEr
     .await?;
     Ok(())
 }
+
+/// [`user_changed`] for many users in one statement.
+pub async fn users_changed(client: &impl Conn, clerk_ids: &[String]) -> Result<(), DbError> {
+    if clerk_ids.is_empty() {
+        return Ok(());
+    }
+    let sql = "select pg_notify($1, id) from unnest($2::text[]) as id";
+    query::execute(
+        client,
+        sql,
+        &[Type::TEXT, Type::TEXT_ARRAY],
+        &[&CHANNEL, &clerk_ids],
+    )
+    .await?;
+    Ok(())
+}

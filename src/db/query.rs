@@ -83,6 +83,16 @@ impl Transaction<'_> {
         self.inner.commit().await
     }
 
+    /// Its statements may run this long (each statement sets it again, `SET LOCAL`).
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.mode.statement_timeout = timeout;
+        self
+    }
+
+    pub async fn rollback(self) -> Result<(), Error> {
+        self.inner.rollback().await
+    }
+
     pub async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
         self.inner.batch_execute(sql).await
     }

@@ -170,3 +170,119 @@ pub async fn delete_by_clerk_id(client: &impl Conn, clerk_id: &str) -> Result<bo
     let sql = "delete from users where clerk_id = $1";
     Ok(query::execute(client, sql, &[Type::TEXT], &[&clerk_id]).await? > 0)
 }
+
+/// What storing one page of Clerk's user list did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+/// Store a page of users as Clerk lists them, in one statement, by the rules of a webhook's
+/// `user.updated`: a new user is inserted; a stored one gets Clerk's columns only when Clerk's
+/// `updated_at` is newer than the stored one; a user whose remembered deletion is at or after
+/// their `updated_at` is left out; `id`, `metadata` and `created_at` are never touched. The
+/// record's `updated_at` moves only when a stored value changed. Returns the counts and the
+/// users whose row changed (inserted or updated), for the caches to be told. `users` must not
+/// list an id twice.
+pub async fn store_page(
+    client: &impl Conn,
+    users: &[ClerkUser],
+) -> Result<(PageOutcome, Vec<String>), DbError> {
+    let sql = "with page as (
+                 select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
+                     as p(id, clerk_id, email, first_name, last_name, username, image_url,
+                          clerk_created_at, clerk_updated_at)
+             )
+             insert into users as u
+                 (id, clerk_id, email, first_name, last_name, username, image_url, clerk_created_at, clerk_updated_at)
+             select id, clerk_id, email, first_name, last_name, username, image_url, clerk_created_at, clerk_updated_at
+             from page p
+             where not exists (
+                 select 1 from clerk_deletions d
+                 where d.clerk_id = p.clerk_id and d.deleted_at >= p.clerk_updated_at)
+             on conflict (clerk_id) do update set
+                 email = excluded.email,
+                 first_name = excluded.first_name,
+                 last_name = excluded.last_name,
+                 username = excluded.username,
+                 image_url = excluded.image_url,
+                 clerk_created_at = coalesce(u.clerk_created_at, excluded.clerk_created_at),
+                 clerk_updated_at = excluded.clerk_updated_at,
+                 updated_at = case
+                     when (u.email, u.first_name, u.last_name, u.username, u.image_url)
+                          is distinct from
+                          (excluded.email, excluded.first_name, excluded.last_name, excluded.username, excluded.image_url)
+                     then now() else u.updated_at end
+             where u.clerk_updated_at is null or u.clerk_updated_at < excluded.clerk_updated_at
+             -- now() is the transaction's start: a row whose updated_at is now() was written here.
+             returning u.clerk_id, (u.xmax = 0) as inserted, (u.updated_at = now()) as changed";
+    let n = users.len();
+    let (mut ids, mut clerk_ids, mut emails, mut first, mut last, mut usernames, mut images) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut created_at, mut updated_at) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for user in users {
+        ids.push(Uuid::now_v7());
+        clerk_ids.push(user.id.as_str());
+        emails.push(user.primary_email());
+        first.push(user.first_name.as_deref());
+        last.push(user.last_name.as_deref());
+        usernames.push(user.username.as_deref());
+        images.push(user.image_url.as_deref());
+        created_at.push(time_of_millis(user.created_at));
+        updated_at.push(time_of_millis(user.updated_at));
+    }
+    let text = Type::TEXT_ARRAY;
+    let rows = query::query(
+        client,
+        sql,
+        &[
+            Type::UUID_ARRAY,
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text.clone(),
+            text,
+            Type::TIMESTAMPTZ_ARRAY,
+            Type::TIMESTAMPTZ_ARRAY,
+        ],
+        &[
+            &ids,
+            &clerk_ids,
+            &emails,
+            &first,
+            &last,
+            &usernames,
+            &images,
+            &created_at,
+            &updated_at,
+        ],
+    )
+    .await?;
+    let mut outcome = PageOutcome::default();
+    let mut changed_ids = Vec::new();
+    for row in &rows {
+        let inserted: bool = row.try_get("inserted")?;
+        let changed: bool = row.try_get("changed")?;
+        if inserted {
+            outcome.created += 1;
+        } else if changed {
+            outcome.updated += 1;
+        }
+        if inserted || changed {
+            changed_ids.push(row.try_get("clerk_id")?);
+        }
+    }
+    outcome.unchanged = n as u64 - outcome.created - outcome.updated;
+    Ok((outcome, changed_ids))
+}

@@ -1,15 +1,17 @@
 //! A Clerk stand-in over real HTTP on loopback: JWKS (`/.well-known/jwks.json`, `/v1/jwks`), the
-//! Backend API's `GET /v1/users/{id}` with Clerk's JSON and error shapes, and session tokens signed
-//! with its own RS256 keys. It can be told to fail, slow down or rotate keys, and counts its calls.
+//! Backend API's `GET /v1/users/{id}`, `GET /v1/users` (the list) and `GET /v1/users/count` with
+//! Clerk's JSON and error shapes, and session tokens signed with its own RS256 keys. It can be
+//! told to fail, slow down, rotate keys or limit its rate as Clerk does (429 with `Retry-After`),
+//! and counts its calls.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap, VecDeque},
     net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use aws_lc_rs::{
@@ -22,7 +24,7 @@ use poem::{
     Endpoint, EndpointExt, Request, Response, Route, Server, get, handler,
     http::StatusCode,
     listener::{Acceptor, TcpAcceptor},
-    web::{Data, Path},
+    web::{Data, Path, Query},
 };
 use serde_json::{Value, json};
 
@@ -118,6 +120,8 @@ pub enum Fault {
     Delay(Duration),
     /// Close the connection without answering.
     Drop,
+    /// Answer normally (in a queue, to let some requests through before a fault).
+    Pass,
 }
 
 #[derive(Default)]
@@ -137,7 +141,61 @@ impl Faults {
 struct Counters {
     jwks: AtomicUsize,
     users: AtomicUsize,
+    lists: AtomicUsize,
+    counts: AtomicUsize,
+    rate_limited: AtomicUsize,
     all: AtomicUsize,
+}
+
+/// The users, by id and in creation order (`created_at`, then id), as the list walks them.
+#[derive(Default)]
+struct Directory {
+    by_id: HashMap<String, Value>,
+    by_created: BTreeSet<(i64, String)>,
+}
+
+impl Directory {
+    fn insert(&mut self, id: String, user: Value) {
+        self.remove(&id);
+        self.by_created
+            .insert((user["created_at"].as_i64().unwrap_or(0), id.clone()));
+        self.by_id.insert(id, user);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.by_created
+                .remove(&(old["created_at"].as_i64().unwrap_or(0), id.to_string()));
+        }
+    }
+}
+
+/// Clerk's limit per instance: at most `limit` Backend API requests in any `window`.
+struct RateLimit {
+    limit: usize,
+    window: Duration,
+    /// When the requests of the current window arrived, oldest first.
+    arrivals: VecDeque<Instant>,
+}
+
+impl RateLimit {
+    /// `None` when the request may go; else the whole seconds until it could.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        while self
+            .arrivals
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.arrivals.pop_front();
+        }
+        if self.arrivals.len() < self.limit {
+            self.arrivals.push_back(now);
+            return None;
+        }
+        let free_at = self.arrivals[0] + self.window;
+        let wait = free_at.duration_since(now);
+        Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+    }
 }
 
 struct State {
@@ -145,7 +203,9 @@ struct State {
     secret_key: String,
     /// The first key signs; the JWKS publishes all of them.
     keys: Mutex<Vec<Arc<SigningKey>>>,
-    users: Mutex<HashMap<String, Value>>,
+    users: Mutex<Directory>,
+    rate_limit: Mutex<Option<RateLimit>>,
+    list_faults: Mutex<Faults>,
     user_calls: Mutex<HashMap<String, usize>>,
     user_faults: Mutex<Faults>,
     jwks_faults: Mutex<Faults>,
@@ -208,7 +268,22 @@ async fn apply_fault(fault: Option<Fault>) -> Option<Response> {
             std::future::pending::<()>().await;
             None
         }
+        Fault::Pass => None,
     }
+}
+
+/// Clerk's 429 when the instance's rate limit is spent, as `Retry-After` in seconds.
+fn rate_limited(state: &State) -> Option<Response> {
+    let retry_after = state
+        .rate_limit
+        .lock()
+        .unwrap()
+        .as_mut()?
+        .admit(Instant::now())?;
+    state.counters.rate_limited.fetch_add(1, Ordering::SeqCst);
+    let mut resp = clerk_error(429, "too_many_requests", "Too many requests");
+    resp.headers_mut().insert("retry-after", retry_after.into());
+    Some(resp)
 }
 
 fn bearer_ok(req: &Request, secret: &str) -> bool {
@@ -267,11 +342,14 @@ async fn get_user(req: &Request, Path(id): Path<String>, state: Data<&Arc<State>
     if !bearer_ok(req, &state.secret_key) {
         return clerk_error(401, "authentication_invalid", "Unauthorized request");
     }
+    if let Some(resp) = rate_limited(&state) {
+        return resp;
+    }
     let fault = state.user_faults.lock().unwrap().next();
     if let Some(resp) = apply_fault(fault).await {
         return resp;
     }
-    match state.users.lock().unwrap().get(&id) {
+    match state.users.lock().unwrap().by_id.get(&id) {
         Some(user) => Response::builder()
             .content_type("application/json")
             .body(user.to_string()),
@@ -281,6 +359,153 @@ async fn get_user(req: &Request, Path(id): Path<String>, state: Data<&Arc<State>
             &format!("No user was found with id {id}"),
         ),
     }
+}
+
+/// The query of `GET /v1/users` that the stand-in reads (others, such as `email_address`, are
+/// ignored).
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+    order_by: Option<String>,
+    starting_after: Option<String>,
+}
+
+fn invalid_param(message: &str) -> Response {
+    clerk_error(422, "form_param_value_invalid", message)
+}
+
+/// `GET /v1/users`: a JSON array (no wrapper), `limit` 1–500 (default 10), `order_by` with a `+`
+/// or `-` prefix (default `-created_at`), `offset`, or `starting_after` (an id) with a
+/// `created_at` ordering and no `offset`; anything else a 422 in Clerk's error shape.
+#[handler]
+async fn list_users(req: &Request, query: Query<ListQuery>, state: Data<&Arc<State>>) -> Response {
+    state.counters.lists.fetch_add(1, Ordering::SeqCst);
+    if !bearer_ok(req, &state.secret_key) {
+        return clerk_error(401, "authentication_invalid", "Unauthorized request");
+    }
+    if let Some(resp) = rate_limited(&state) {
+        return resp;
+    }
+    let fault = state.list_faults.lock().unwrap().next();
+    if let Some(resp) = apply_fault(fault).await {
+        return resp;
+    }
+    let limit = match query.limit.as_deref().map(str::parse::<usize>) {
+        None => 10,
+        Some(Ok(n @ 1..=500)) => n,
+        Some(_) => return invalid_param("limit must be an integer between 1 and 500"),
+    };
+    let offset = match query.offset.as_deref().map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return invalid_param("offset must be a non-negative integer"),
+    };
+    let order_by = query.order_by.as_deref().unwrap_or("-created_at");
+    let (descending, field) = match order_by.as_bytes().first() {
+        Some(b'-') => (true, &order_by[1..]),
+        Some(b'+') => (false, &order_by[1..]),
+        _ => (false, order_by),
+    };
+    const FIELDS: [&str; 7] = [
+        "created_at",
+        "updated_at",
+        "last_sign_in_at",
+        "last_active_at",
+        "first_name",
+        "last_name",
+        "username",
+    ];
+    if !FIELDS.contains(&field) {
+        return invalid_param(&format!("order_by: unsupported field {field:?}"));
+    }
+    if query.starting_after.is_some() && (field != "created_at" || offset.is_some()) {
+        return invalid_param(
+            "starting_after can only be used with a created_at ordering and without offset",
+        );
+    }
+    let users = state.users.lock().unwrap();
+    let ids: Vec<&String> = if field == "created_at" {
+        let ordered: Box<dyn Iterator<Item = &(i64, String)>> = match &query.starting_after {
+            Some(after) => {
+                let Some(user) = users.by_id.get(after) else {
+                    return invalid_param(&format!("starting_after: no user with id {after}"));
+                };
+                let at = (user["created_at"].as_i64().unwrap_or(0), after.clone());
+                if descending {
+                    Box::new(users.by_created.range(..at).rev())
+                } else {
+                    Box::new(
+                        users
+                            .by_created
+                            .range((std::ops::Bound::Excluded(at), std::ops::Bound::Unbounded)),
+                    )
+                }
+            }
+            None if descending => Box::new(users.by_created.iter().rev()),
+            None => Box::new(users.by_created.iter()),
+        };
+        ordered
+            .skip(offset.unwrap_or(0))
+            .take(limit)
+            .map(|(_, id)| id)
+            .collect()
+    } else {
+        let mut all: Vec<(&String, &Value)> = users.by_id.iter().collect();
+        let key = |v: &Value| v[field].clone();
+        all.sort_by(|a, b| {
+            let order = compare(&key(a.1), &key(b.1)).then_with(|| a.0.cmp(b.0));
+            if descending { order.reverse() } else { order }
+        });
+        all.into_iter()
+            .skip(offset.unwrap_or(0))
+            .take(limit)
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let mut body = String::with_capacity(ids.len() * 2048 + 2);
+    body.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&users.by_id[*id].to_string());
+    }
+    body.push(']');
+    Response::builder()
+        .content_type("application/json")
+        .body(body)
+}
+
+/// JSON values of one field, ordered: null first, then numbers or strings.
+fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(std::cmp::Ordering::Equal),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+        (Value::Null, _) => std::cmp::Ordering::Less,
+        (_, Value::Null) => std::cmp::Ordering::Greater,
+        _ => std::cmp::Ordering::Equal,
+    }
+}
+
+/// `GET /v1/users/count`: `{"object": "total_count", "total_count": N}`.
+#[handler]
+async fn count_users(req: &Request, state: Data<&Arc<State>>) -> Response {
+    state.counters.counts.fetch_add(1, Ordering::SeqCst);
+    if !bearer_ok(req, &state.secret_key) {
+        return clerk_error(401, "authentication_invalid", "Unauthorized request");
+    }
+    if let Some(resp) = rate_limited(&state) {
+        return resp;
+    }
+    let total = state.users.lock().unwrap().by_id.len();
+    Response::builder()
+        .content_type("application/json")
+        .body(json!({"object": "total_count", "total_count": total}).to_string())
 }
 
 /// Only on a stand-in started with [`ClerkStandIn::start_dev`] (the local run, never the tests):
@@ -390,6 +615,8 @@ impl ClerkStandIn {
             secret_key: secret_key.to_string(),
             keys: Mutex::new(vec![Arc::new(key)]),
             users: Mutex::default(),
+            rate_limit: Mutex::default(),
+            list_faults: Mutex::default(),
             user_calls: Mutex::default(),
             user_faults: Mutex::default(),
             jwks_faults: Mutex::default(),
@@ -400,6 +627,8 @@ impl ClerkStandIn {
         let mut routes = Route::new()
             .at("/.well-known/jwks.json", get(well_known_jwks))
             .at("/v1/jwks", get(api_jwks))
+            .at("/v1/users", get(list_users))
+            .at("/v1/users/count", get(count_users))
             .at("/v1/users/:id", get(get_user));
         if dev {
             routes = routes.at("/dev/token/:user", get(dev_token));
@@ -469,6 +698,90 @@ impl ClerkStandIn {
         id
     }
 
+    /// Add many users at once, taken from `users` (the ids they carry).
+    pub fn add_users(&self, users: impl IntoIterator<Item = Value>) {
+        let mut dir = self.state.users.lock().unwrap();
+        for user in users {
+            let id = user["id"].as_str().expect("a user has an id").to_string();
+            dir.insert(id, user);
+        }
+    }
+
+    /// `n` generated users, created one second apart, ending a minute ago. Returns their ids in
+    /// creation order.
+    pub fn generate_users(&self, n: usize) -> Vec<String> {
+        let now_ms = (now_secs() * 1000) as i64 - 60_000;
+        let mut ids = Vec::with_capacity(n);
+        let users = (0..n).map(|i| {
+            let id = format!("user_{}", random_id(27));
+            let email = format!("{}@example.org", id.to_lowercase());
+            let mut user =
+                clerk_user_json(&id, Some("Test"), Some(&format!("User {i}")), Some(&email));
+            let created = now_ms - (n - i) as i64 * 1000;
+            user["created_at"] = json!(created);
+            user["updated_at"] = json!(created);
+            ids.push(id);
+            user
+        });
+        let users: Vec<Value> = users.collect();
+        self.add_users(users);
+        ids
+    }
+
+    /// Change a user as Clerk would: `change` edits the JSON, then `updated_at` moves to now
+    /// (a millisecond later at least). Panics for an unknown id.
+    pub fn update_user(&self, id: &str, change: impl FnOnce(&mut Value)) {
+        let mut dir = self.state.users.lock().unwrap();
+        let user = dir.by_id.get_mut(id).expect("a known user");
+        let before = user["updated_at"].as_i64().unwrap_or(0);
+        change(user);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        user["updated_at"] = json!(now_ms.max(before + 1));
+    }
+
+    /// Clerk's rate limit: at most `limit` Backend API requests (user, list, count) in any
+    /// `window`; beyond it a 429 with `Retry-After`. `None` lifts it.
+    pub fn set_rate_limit(&self, limit: Option<(usize, Duration)>) {
+        *self.state.rate_limit.lock().unwrap() = limit.map(|(limit, window)| RateLimit {
+            limit,
+            window,
+            arrivals: VecDeque::new(),
+        });
+    }
+
+    /// Requests answered 429 by the rate limit.
+    pub fn rate_limited_calls(&self) -> usize {
+        self.state.counters.rate_limited.load(Ordering::SeqCst)
+    }
+
+    /// Queue faults for the next list requests (`GET /v1/users`), one each.
+    pub fn queue_list_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state.list_faults.lock().unwrap().queue.extend(faults);
+    }
+
+    /// A fault for every list request after the queued ones, until cleared with `None`.
+    pub fn set_list_fault(&self, fault: Option<Fault>) {
+        self.state.list_faults.lock().unwrap().always = fault;
+    }
+
+    /// List requests (`GET /v1/users`).
+    pub fn list_calls(&self) -> usize {
+        self.state.counters.lists.load(Ordering::SeqCst)
+    }
+
+    /// Count requests (`GET /v1/users/count`).
+    pub fn count_calls(&self) -> usize {
+        self.state.counters.counts.load(Ordering::SeqCst)
+    }
+
+    /// How many users the stand-in has.
+    pub fn user_count(&self) -> usize {
+        self.state.users.lock().unwrap().by_id.len()
+    }
+
     /// A new user with a random id, a name and a primary email (listed second).
     pub fn new_user(&self) -> String {
         let id = format!("user_{}", random_id(27));
@@ -482,7 +795,7 @@ impl ClerkStandIn {
     }
 
     pub fn user_json(&self, id: &str) -> Option<Value> {
-        self.state.users.lock().unwrap().get(id).cloned()
+        self.state.users.lock().unwrap().by_id.get(id).cloned()
     }
 
     pub fn remove_user(&self, id: &str) {

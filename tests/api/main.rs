@@ -19,6 +19,7 @@ mod pooler;
 mod schemathesis;
 mod storable;
 mod storage;
+mod sync;
 mod token_props;
 mod token_rules;
 mod webhooks;
