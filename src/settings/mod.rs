@@ -11,7 +11,7 @@ use reqwest::Url;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The defaults, compiled in so the binary runs without a `config/` folder.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 pub use crate::secret::Secret;
 
