@@ -19,6 +19,7 @@ pub trait Kind {
         Err("required, not set".into())
     }
 
+    /// For a key that must be set, or whose kind gives unset a meaning ([`Kind::unset`]).
     fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self::Value, D::Error> {
         match text(d)? {
             Some(text) => Self::parse(&text),
