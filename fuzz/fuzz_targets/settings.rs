@@ -1,13 +1,14 @@
-//! The settings parser: `Settings::from_overrides` (the compiled-in defaults, then the
-//! overrides, then `validate()`) with arbitrary values. Input: lines of `key=value`; a key that is
-//! not a setting's name picks one by its bytes, so every line sets a real setting.
+//! The settings parser (the README's "Settings"): `Settings::from_overrides` (the compiled-in
+//! defaults, then the overrides, read as the binary reads its layers) with arbitrary values.
+//! Input: lines of `key=value`; a key that is not a setting's name picks one of
+//! `settings::keys()` by its bytes, so every line sets a real setting.
 //!
 //! Beyond "no panic": an error names a variable in upper case, and no secret appears in an
 //! error or in the `Debug` output of valid settings (the secret key and the database password
 //! carry a marker the harness looks for).
 #![no_main]
 
-use clerk_users::settings::{KEYS, Settings};
+use clerk_users::settings::{self, Settings};
 use libfuzzer_sys::fuzz_target;
 
 const MARK: &str = "ZQ9SECRETMARK";
@@ -22,15 +23,16 @@ fuzz_target!(|data: &[u8]| {
         ("clerk_secret_key".into(), format!("sk_test_{MARK}")),
         ("clerk_issuer".into(), "https://clerk.example.com".into()),
     ];
+    let keys = settings::keys();
     for line in text.split('\n') {
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
-        let key = match KEYS.iter().find(|k| **k == key) {
+        let key = match keys.iter().find(|k| **k == key) {
             Some(k) => *k,
             None => {
                 let h = key
                     .bytes()
                     .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-                KEYS[h % KEYS.len()]
+                keys[h % keys.len()]
             }
         };
         let value = if key == "clerk_secret_key" {

@@ -28,17 +28,14 @@ use std::{
 
 use clerk_users::{
     app::{self, Application},
-    settings::{self, KEYS, RawSettings, Settings},
+    settings::{self, Settings},
     telemetry,
     testkit::{
         self, ClerkStandIn, PgCluster, SigningKey,
         clerk::{clerk_user_json, random_id},
     },
 };
-use figment::{
-    Figment,
-    providers::{Env, Format, Serialized, Toml},
-};
+use figment::{Figment, providers::Serialized};
 use tokio::sync::watch;
 
 const USAGE: &str = "usage: clerk-users-dev
@@ -53,8 +50,10 @@ const USAGE: &str = "usage: clerk-users-dev
 const DATABASE: &str = "clerk_users";
 /// Where the local cluster lives, relative to the working directory.
 const DATA_DIR: &str = ".data/postgres";
-/// The dev defaults, applied after `config/default.toml` and before everything else.
-const DEV_LISTEN_ADDR: &str = "127.0.0.1:8000";
+/// The local run's defaults: placed right after `config/default.toml`, so that every other layer
+/// still wins.
+const DEV_DEFAULTS: &[(&str, &str)] =
+    &[("listen_addr", "127.0.0.1:8000"), ("log_format", "pretty")];
 const DEV_CLERK_ADDR: &str = "127.0.0.1:8001";
 
 /// Generated users the stand-in lists besides the demo users: enough for `clerk-users sync` to
@@ -83,16 +82,10 @@ fn main() -> ExitCode {
 
     // The settings as the binary reads them, with the dev defaults; checked before anything
     // starts, so a bad setting costs no cluster start.
-    let figment = dev_figment();
-    let raw: RawSettings = match figment.extract() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("clerk-users-dev: settings: {e}");
-            return ExitCode::from(78);
-        }
-    };
-    let real_clerk = is_set(&raw.clerk_secret_key) || is_set(&raw.clerk_issuer);
-    let own_database = !is_set(&raw.database_url);
+    let figment = settings::layers(DEV_DEFAULTS);
+    let real_clerk = settings::is_set(&figment, "clerk_secret_key")
+        || settings::is_set(&figment, "clerk_issuer");
+    let own_database = !settings::is_set(&figment, "database_url");
     let preflight = with_overrides(
         figment.clone(),
         own_database.then_some("postgres://postgres@127.0.0.1:5432/clerk_users"),
@@ -128,27 +121,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn is_set(v: &Option<String>) -> bool {
-    v.as_deref().is_some_and(|s| !s.trim().is_empty())
-}
-
-/// The layers of `settings::figment_from_files_and_env` (defaults, `config/default.toml`,
-/// `config/{API_ENV}.toml`, `.env`, environment), with the dev defaults for the listen address
-/// and the log format placed right after `config/default.toml`: any other layer still wins.
-fn dev_figment() -> Figment {
-    let _ = dotenvy::dotenv();
-    let env_name = std::env::var("API_ENV").unwrap_or_else(|_| "development".into());
-    Figment::from(Toml::string(settings::DEFAULT_TOML))
-        .merge(Toml::file("config/default.toml"))
-        .merge(Serialized::default("listen_addr", DEV_LISTEN_ADDR))
-        .merge(Serialized::default("log_format", "pretty"))
-        .merge(Toml::file(format!(
-            "config/{}.toml",
-            env_name.to_lowercase()
-        )))
-        .merge(Env::raw().only(KEYS))
 }
 
 /// The local database URL and the stand-in's (issuer, secret key) on top of the settings.

@@ -13,10 +13,6 @@ use serde_json::Value;
 /// the newest the pinned validator knows (its default).
 const VERSIONS: &[Option<&str>] = &[Some("1.30.0"), None];
 
-/// Settings that the database TLS and pooler work adds (`DATABASE_DIRECT_URL`,
-/// `DATABASE_PREPARED_STATEMENTS`), accepted here until `settings::KEYS` names them.
-const KEYS_TO_COME: &[&str] = &["database_direct_url", "database_prepared_statements"];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -305,7 +301,7 @@ fn kubernetes_pods_run_locked_down_with_resources() {
 fn kubernetes_settings_are_ones_the_service_reads() {
     let known = |key: &str| {
         let key = key.to_lowercase();
-        clerk_users::settings::KEYS.contains(&key.as_str()) || KEYS_TO_COME.contains(&key.as_str())
+        clerk_users::settings::keys().contains(&key.as_str())
     };
     for (kind, field) in [("ConfigMap", "data"), ("Secret", "stringData")] {
         let doc = the(kind);
