@@ -83,6 +83,13 @@ impl Users {
             self.metrics.user_lookup(true);
             return Ok(known);
         }
+        // Boxed: the database and first-sight paths make a large future, which every request's
+        // future would otherwise carry (and copy) even when the cache answers.
+        Box::pin(self.load(clerk_id)).await
+    }
+
+    /// A user the cache does not hold: the database, else Clerk once.
+    async fn load(&self, clerk_id: &str) -> Result<Arc<Known>, UsersError> {
         let epoch = self.cache.epoch();
         match self.find(clerk_id).await {
             Ok(Some(row)) => {

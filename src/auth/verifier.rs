@@ -100,7 +100,9 @@ impl Verifier {
             }
             _ => None,
         };
-        let result = self.verify_inner(raw).await.map(Arc::new);
+        // Boxed: the full check (and the keys' refetch) is a large future that a cache hit need not
+        // carry.
+        let result = Box::pin(self.verify_inner(raw)).await.map(Arc::new);
         if let (Some((cache, key)), Ok(claims)) = (key, &result) {
             let until = claims.expires_at + self.policy.clock_skew_secs as f64;
             let ttl = Duration::from_secs_f64((until - now()).clamp(0.0, 86_400.0));

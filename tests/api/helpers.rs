@@ -8,8 +8,9 @@ use clerk_users::{
         TestApp,
         clerk::{clerk_user_json, now_secs, random_id},
     },
+    webhooks::SvixVerifier,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The `/metrics` text of `app`.
 pub async fn metrics(app: &TestApp) -> String {
@@ -78,6 +79,7 @@ pub async fn unavailable(resp: reqwest::Response, code: &str) -> Problem {
     p
 }
 
+/// The webhook secret the tests give the service (`clerk_webhook_secret`).
 pub const WEBHOOK_SECRET: &str = "whsec_dGVzdGtpdC13ZWJob29rLXNlY3JldC1rZXkhIQ==";
 
 pub fn root() -> PathBuf {
@@ -111,4 +113,35 @@ pub async fn app_with_null_fields() -> (TestApp, String) {
     claims["exp"] = json!(now_secs() + 3600);
     let token = app.clerk.sign(&claims);
     (app, token)
+}
+
+/// POST `body` to `/webhooks/clerk` as Svix delivers it, signed with [`WEBHOOK_SECRET`] at
+/// `timestamp` (Unix seconds). The signature header holds a non-matching entry before the right
+/// one: any entry may match.
+pub async fn deliver_webhook_at(
+    app: &TestApp,
+    svix_id: &str,
+    timestamp: u64,
+    body: &Value,
+) -> reqwest::Response {
+    let body = body.to_string();
+    let ts = timestamp.to_string();
+    let sig = SvixVerifier::new(WEBHOOK_SECRET)
+        .unwrap()
+        .sign(svix_id, &ts, body.as_bytes());
+    app.http
+        .post(format!("{}/webhooks/clerk", app.url))
+        .header("content-type", "application/json")
+        .header("svix-id", svix_id)
+        .header("svix-timestamp", ts)
+        .header("svix-signature", format!("v1,bm90IGl0 v1,{sig}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// [`deliver_webhook_at`] now.
+pub async fn deliver_webhook(app: &TestApp, svix_id: &str, body: &Value) -> reqwest::Response {
+    deliver_webhook_at(app, svix_id, now_secs(), body).await
 }

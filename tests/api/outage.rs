@@ -7,14 +7,11 @@ use std::time::{Duration, Instant};
 use clerk_users::{
     api::users::User,
     testkit::{PgCluster, TestApp, clerk::now_secs},
-    webhooks::SvixVerifier,
 };
 use futures::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{metrics, unavailable};
-
-const SECRET: &str = "whsec_dGVzdGtpdC13ZWJob29rLXNlY3JldC1rZXkhIQ==";
+use crate::helpers::{WEBHOOK_SECRET, deliver_webhook, metrics, unavailable};
 
 /// Until the instance's user cache listens (it serves, and keeps, nothing before).
 async fn listening(app: &TestApp) {
@@ -58,24 +55,9 @@ async fn patch(app: &TestApp, user: &str, metadata: serde_json::Value) -> reqwes
 }
 
 async fn webhook(app: &TestApp, user: &str) -> reqwest::Response {
-    let ts = now_secs().to_string();
     let body = json!({"type": "user.deleted", "object": "event", "timestamp": now_secs() * 1000,
-        "data": {"id": user, "object": "user", "deleted": true}})
-    .to_string();
-    let id = format!("msg_outage_{user}");
-    let sig = SvixVerifier::new(SECRET)
-        .unwrap()
-        .sign(&id, &ts, body.as_bytes());
-    app.http
-        .post(format!("{}/webhooks/clerk", app.url))
-        .header("content-type", "application/json")
-        .header("svix-id", id)
-        .header("svix-timestamp", ts)
-        .header("svix-signature", format!("v1,{sig}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+        "data": {"id": user, "object": "user", "deleted": true}});
+    deliver_webhook(app, &format!("msg_outage_{user}"), &body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +72,7 @@ async fn known_users_are_served_through_a_20_second_outage() {
         .unwrap();
     let a = TestApp::builder()
         .cluster(&cluster.url("postgres"))
-        .with("clerk_webhook_secret", SECRET)
+        .with("clerk_webhook_secret", WEBHOOK_SECRET)
         .spawn()
         .await;
     // A second instance on the same database whose cache serves stale entries for 2 s only.

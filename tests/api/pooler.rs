@@ -10,11 +10,10 @@ use std::{
 use clerk_users::{
     api::users::User,
     testkit::{Pooler, TestApp, TestDatabase, clerk::now_secs},
-    webhooks::SvixVerifier,
 };
 use serde_json::json;
 
-const SECRET: &str = "whsec_dGVzdGtpdC13ZWJob29rLXNlY3JldC1rZXkhIQ==";
+use crate::helpers::{WEBHOOK_SECRET, deliver_webhook};
 
 /// Two instances on one empty database, started at once (both migrate), through PgBouncer.
 async fn pair(how: Pooler) -> (TestApp, TestApp) {
@@ -23,7 +22,7 @@ async fn pair(how: Pooler) -> (TestApp, TestApp) {
         TestApp::builder()
             .database(db.clone())
             .through_pgbouncer(how)
-            .with("clerk_webhook_secret", SECRET)
+            .with("clerk_webhook_secret", WEBHOOK_SECRET)
             .try_spawn()
     };
     let (a, b) = tokio::join!(start(), start());
@@ -103,22 +102,8 @@ async fn core_api(a: &TestApp, b: &TestApp) {
     let mut data = a.clerk.user_json(&user).unwrap();
     data["first_name"] = json!("Webhooked");
     data["updated_at"] = json!(now_secs() as i64 * 1000 + 60_000);
-    let body = json!({"type": "user.updated", "object": "event", "timestamp": now_secs() * 1000, "data": data}).to_string();
-    let ts = now_secs().to_string();
-    let sig = SvixVerifier::new(SECRET)
-        .unwrap()
-        .sign("msg_pooler", &ts, body.as_bytes());
-    let resp = b
-        .http
-        .post(format!("{}/webhooks/clerk", b.url))
-        .header("content-type", "application/json")
-        .header("svix-id", "msg_pooler")
-        .header("svix-timestamp", &ts)
-        .header("svix-signature", format!("v1,{sig}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"type": "user.updated", "object": "event", "timestamp": now_secs() * 1000, "data": data});
+    let resp = deliver_webhook(b, "msg_pooler", &body).await;
     assert_eq!(resp.status(), 204);
     seen_within(a, &user, Duration::from_millis(100), |u| {
         u.first_name.as_deref() == Some("Webhooked")

@@ -14,7 +14,6 @@ use clerk_users::{
         TestApp,
         clerk::{clerk_user_json, now_secs, random_id},
     },
-    webhooks::SvixVerifier,
 };
 use proptest::{
     prelude::*,
@@ -22,7 +21,8 @@ use proptest::{
 };
 use serde_json::{Value, json};
 
-const SECRET: &str = "whsec_dGVzdGtpdC13ZWJob29rLXNlY3JldC1rZXkhIQ==";
+use crate::helpers::{WEBHOOK_SECRET, deliver_webhook as deliver};
+
 const CASES: u32 = 24;
 
 fn runner() -> TestRunner {
@@ -60,7 +60,7 @@ fn rt() -> tokio::runtime::Runtime {
 async fn app() -> Arc<TestApp> {
     Arc::new(
         TestApp::builder()
-            .with("clerk_webhook_secret", SECRET)
+            .with("clerk_webhook_secret", WEBHOOK_SECRET)
             .spawn()
             .await,
     )
@@ -260,24 +260,6 @@ fn clerk_text_is_stored_without_nul_at_first_sight() {
             Ok(())
         })
         .unwrap();
-}
-
-async fn deliver(app: &TestApp, svix_id: &str, body: &Value) -> reqwest::Response {
-    let body = body.to_string();
-    let ts = now_secs().to_string();
-    let sig = SvixVerifier::new(SECRET)
-        .unwrap()
-        .sign(svix_id, &ts, body.as_bytes());
-    app.http
-        .post(format!("{}/webhooks/clerk", app.url))
-        .header("content-type", "application/json")
-        .header("svix-id", svix_id)
-        .header("svix-timestamp", ts)
-        .header("svix-signature", format!("v1,{sig}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
 }
 
 #[test]

@@ -10,14 +10,11 @@ use clerk_users::{
     api::users::User,
     sync::Summary,
     testkit::{ClerkStandIn, Fault, TestApp, clerk::now_secs},
-    webhooks::SvixVerifier,
 };
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::helpers::{metrics, problem};
-
-const SECRET: &str = "whsec_dGVzdGtpdC13ZWJob29rLXNlY3JldC1rZXkhIQ==";
+use crate::helpers::{WEBHOOK_SECRET, deliver_webhook, metrics, problem};
 
 /// What one run of the binary gave.
 struct Run {
@@ -148,29 +145,13 @@ async fn copies_1234_users_in_three_pages_and_a_second_run_changes_nothing() {
 }
 
 async fn deliver(app: &TestApp, id: &str, body: &Value) {
-    let body = body.to_string();
-    let ts = now_secs().to_string();
-    let sig = SvixVerifier::new(SECRET)
-        .unwrap()
-        .sign(id, &ts, body.as_bytes());
-    let resp = app
-        .http
-        .post(format!("{}/webhooks/clerk", app.url))
-        .header("content-type", "application/json")
-        .header("svix-id", id)
-        .header("svix-timestamp", ts)
-        .header("svix-signature", format!("v1,{sig}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    assert_eq!(deliver_webhook(app, id, body).await.status(), 204);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_users_keep_newer_webhook_data_and_their_metadata() {
     let app = TestApp::builder()
-        .with("clerk_webhook_secret", SECRET)
+        .with("clerk_webhook_secret", WEBHOOK_SECRET)
         .spawn()
         .await;
     let ids = app.clerk.generate_users(10);
@@ -266,7 +247,7 @@ async fn dry_run_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_deletes_exactly_the_users_clerk_no_longer_has() {
     let app = TestApp::builder()
-        .with("clerk_webhook_secret", SECRET)
+        .with("clerk_webhook_secret", WEBHOOK_SECRET)
         .spawn()
         .await;
     let ids = app.clerk.generate_users(30);

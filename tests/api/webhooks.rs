@@ -6,40 +6,20 @@ use clerk_users::{
         TestApp,
         clerk::{clerk_user_json, now_secs},
     },
-    webhooks::SvixVerifier,
 };
 use serde_json::{Value, json};
 
-use crate::helpers::problem;
-
-const SECRET: &str = "whsec_dGVzdGtpdC13ZWJob29rLXNlY3JldC1rZXkhIQ==";
+use crate::helpers::{WEBHOOK_SECRET, deliver_webhook_at as deliver, problem};
 
 async fn app() -> TestApp {
     TestApp::builder()
-        .with("clerk_webhook_secret", SECRET)
+        .with("clerk_webhook_secret", WEBHOOK_SECRET)
         .spawn()
         .await
 }
 
 fn event(kind: &str, data: Value) -> Value {
     json!({"type": kind, "object": "event", "timestamp": now_secs() * 1000, "data": data})
-}
-
-async fn deliver(app: &TestApp, id: &str, ts: u64, body: &Value) -> reqwest::Response {
-    let body = body.to_string();
-    let sig = SvixVerifier::new(SECRET)
-        .unwrap()
-        .sign(id, &ts.to_string(), body.as_bytes());
-    app.http
-        .post(format!("{}/webhooks/clerk", app.url))
-        .header("content-type", "application/json")
-        .header("svix-id", id)
-        .header("svix-timestamp", ts.to_string())
-        .header("svix-signature", format!("v1,bm90IGl0 v1,{sig}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn stored(app: &TestApp, clerk_id: &str) -> Option<(Option<String>, Value)> {
