@@ -56,15 +56,9 @@ fn main() -> ExitCode {
 }
 
 fn run(command: &str) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("clerk-users: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     // Declared first so it is dropped last: it writes out the log lines still queued.
     let (log_writer, _flush_logs) = match telemetry::batched_stdout() {
@@ -111,15 +105,9 @@ fn run(command: &str) -> ExitCode {
 /// `clerk-users sync`: migrate, walk, print the summary last. Exit 1 when the walk stopped early,
 /// with the reason on stderr; the summary then counts what was stored until then.
 fn run_sync(options: sync::Options) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("clerk-users: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let settings = match Settings::load_for_sync() {
         Ok(s) => s,
@@ -170,6 +158,17 @@ fn run_sync(options: sync::Options) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The multi-threaded runtime every command but `openapi` runs on.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("clerk-users: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 /// One line naming the variable, and EX_CONFIG.
