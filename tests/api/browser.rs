@@ -23,6 +23,22 @@ fn browser_dir() -> PathBuf {
 }
 
 /// The tools these tests need, with what to do when one is missing.
+/// Run `npx ARGS` in `dir`, failing the test with its output when it fails.
+fn npx(dir: &std::path::Path, what: &str, args: &[&str]) {
+    let out = Command::new("npx")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn require_tools() {
     assert!(
         browser_dir().join("node_modules/playwright-core").exists(),
@@ -199,18 +215,7 @@ async fn a_typescript_client_generated_from_openapi_json_type_checks_and_works()
             ),
             ("type-check", vec!["tsc", "-p", "client"]),
         ] {
-            let out = Command::new("npx")
-                .args(&args)
-                .current_dir(&dir)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{what} failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            npx(&dir, what, &args);
         }
         std::fs::metadata(dir.join("client/schema.d.ts"))
             .unwrap()
@@ -252,18 +257,7 @@ async fn a_zod_validated_typescript_client_parses_every_answer() {
             ("generate", vec!["openapi-ts"]),
             ("type-check", vec!["tsc", "-p", "validated"]),
         ] {
-            let out = Command::new("npx")
-                .args(&args)
-                .current_dir(&dir)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{what} failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            npx(&dir, what, &args);
         }
     });
     tokio::time::timeout(Duration::from_secs(120), build)

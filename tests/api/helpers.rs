@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clerk_users::{
     api::error::Problem,
     testkit::{
-        TestApp,
+        PgCluster, TestApp,
         clerk::{clerk_user_json, now_secs, random_id},
     },
     webhooks::SvixVerifier,
@@ -144,4 +144,36 @@ pub async fn deliver_webhook_at(
 /// [`deliver_webhook_at`] now.
 pub async fn deliver_webhook(app: &TestApp, svix_id: &str, body: &Value) -> reqwest::Response {
     deliver_webhook_at(app, svix_id, now_secs(), body).await
+}
+
+/// A PostgreSQL cluster of the test's own, which it may stop and start; removed when dropped.
+pub async fn own_cluster(name: &str) -> PgCluster {
+    let root = std::env::temp_dir().join(format!(
+        "clerk-users-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    tokio::task::spawn_blocking(move || PgCluster::start(&root, true))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Stop `cluster`'s server, off the async worker threads.
+pub async fn stop_cluster(cluster: PgCluster) -> PgCluster {
+    tokio::task::spawn_blocking(move || {
+        cluster.stop().unwrap();
+        cluster
+    })
+    .await
+    .unwrap()
+}
+
+/// Start `cluster`'s server again, on its port, off the async worker threads.
+pub async fn start_cluster(cluster: PgCluster) -> PgCluster {
+    tokio::task::spawn_blocking(move || {
+        cluster.start_server().unwrap();
+        cluster
+    })
+    .await
+    .unwrap()
 }

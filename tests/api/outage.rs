@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use clerk_users::{
     api::users::User,
-    testkit::{PgCluster, TestApp, clerk::now_secs},
+    testkit::{TestApp, clerk::now_secs},
 };
 use futures::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{WEBHOOK_SECRET, deliver_webhook, metrics, unavailable};
+use crate::helpers::{
+    WEBHOOK_SECRET, deliver_webhook, metrics, own_cluster, start_cluster, stop_cluster, unavailable,
+};
 
 /// Until the instance's user cache listens (it serves, and keeps, nothing before).
 async fn listening(app: &TestApp) {
@@ -62,14 +64,7 @@ async fn webhook(app: &TestApp, user: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_users_are_served_through_a_20_second_outage() {
-    let root = std::env::temp_dir().join(format!(
-        "clerk-users-stale-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&root, true))
-        .await
-        .unwrap()
-        .unwrap();
+    let cluster = own_cluster("stale").await;
     let a = TestApp::builder()
         .cluster(&cluster.url("postgres"))
         .with("clerk_webhook_secret", WEBHOOK_SECRET)
@@ -93,12 +88,7 @@ async fn known_users_are_served_through_a_20_second_outage() {
     let cold = a.clerk.new_user();
     assert_eq!(a.get_me(&a.token_for(&cold)).await.status(), 200);
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.stop().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = stop_cluster(cluster).await;
     let stopped = Instant::now();
 
     // Within its 2 s, the short instance still answers; every write and every user the cache
@@ -175,12 +165,7 @@ async fn known_users_are_served_through_a_20_second_outage() {
     );
     eprintln!("outage: {answers} known-user answers in 20 s, slowest {slowest:?}");
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.start_server().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = start_cluster(cluster).await;
     let back = Instant::now();
     while a.get("/readyz").send().await.unwrap().status() != 200 {
         assert!(back.elapsed() < Duration::from_secs(10), "database back");

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use clerk_users::testkit::{PgCluster, TestApp, TestDatabase};
+use clerk_users::testkit::{TestApp, TestDatabase};
 
-use crate::helpers::unavailable;
+use crate::helpers::{own_cluster, start_cluster, stop_cluster, unavailable};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_starting_at_once_on_an_empty_database_both_come_up() {
@@ -56,14 +56,7 @@ async fn the_database_ping_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_database_gives_fast_503s_and_the_service_recovers_by_itself() {
-    let root = std::env::temp_dir().join(format!(
-        "clerk-users-outage-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&root, true))
-        .await
-        .unwrap()
-        .unwrap();
+    let cluster = own_cluster("outage").await;
     let app = TestApp::builder()
         .cluster(&cluster.url("postgres"))
         .spawn()
@@ -71,12 +64,7 @@ async fn a_stopped_database_gives_fast_503s_and_the_service_recovers_by_itself()
     let known = app.clerk.new_user();
     assert_eq!(app.get_me(&app.token_for(&known)).await.status(), 200);
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.stop().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = stop_cluster(cluster).await;
 
     let started = Instant::now();
     unavailable(
@@ -109,12 +97,7 @@ async fn a_stopped_database_gives_fast_503s_and_the_service_recovers_by_itself()
     )
     .await;
 
-    let cluster = tokio::task::spawn_blocking(move || {
-        cluster.start_server().unwrap();
-        cluster
-    })
-    .await
-    .unwrap();
+    let cluster = start_cluster(cluster).await;
     let mut back = false;
     for _ in 0..40 {
         if app.get_me(&app.token_for(&known)).await.status() == 200 {
