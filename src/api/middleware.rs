@@ -2,7 +2,11 @@
 //! the request carries (`telemetry::RequestScope`), the body and time limits, the metrics, and the
 //! last conversion of any error into problem+json. Nothing leaves the service without passing here.
 
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    task::Poll,
+    time::{Duration, Instant},
+};
 
 use poem::{
     Body, Endpoint, IntoResponse, Middleware, Request, Response,
@@ -179,7 +183,7 @@ pub struct RequestContextEndpoint<E> {
 }
 
 impl<E: Endpoint> RequestContextEndpoint<E> {
-    async fn handle(&self, req: Request) -> Response {
+    async fn handle(&self, req: Request, deadline: Instant) -> Response {
         // Reading a chunked body counts against the request's time too.
         let work = async {
             let req = match limit_body(req, self.body_limit).await {
@@ -191,9 +195,28 @@ impl<E: Endpoint> RequestContextEndpoint<E> {
                 Err(err) => problem_for(err).await,
             }
         };
-        tokio::time::timeout(self.timeout, work)
+        within(deadline, work)
             .await
-            .unwrap_or_else(|_| ApiError::Timeout.into_response())
+            .unwrap_or_else(|| ApiError::Timeout.into_response())
+    }
+}
+
+/// `work`'s output, or `None` once `deadline` has passed. A tokio timer is set only when the first
+/// poll does not finish the work: a known user's answer comes from the caches in that first poll,
+/// and a timer costs a large future and, when dropped, the runtime's timer lock (shared by every
+/// worker).
+async fn within<F: Future>(deadline: Instant, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(match work.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    match first {
+        Some(out) => Some(out),
+        None => tokio::time::timeout_at(deadline.into(), work).await.ok(),
     }
 }
 
@@ -207,16 +230,18 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             _ => new_request_id(),
         };
         let header = HeaderValue::from_str(&request_id);
-        let path = req.uri().path().to_string();
-        let scope = RequestScope::new(request_id, req.method().as_str(), path.clone());
+        // The path is read again after the answer (route label, `Allow`): the URI shares its
+        // bytes, so holding it copies nothing.
+        let uri = req.uri().clone();
+        let scope = RequestScope::new(request_id, req.method().as_str(), uri.path().to_owned());
         in_request(scope, async move {
-            let mut resp = self.handle(req).await;
+            let mut resp = self.handle(req, start + self.timeout).await;
             let status = resp.status();
             // RFC 9110 §15.5.6: a 405 lists the methods the resource has. poem's router answers
             // 405 before any of our code; the methods come from the document.
             if status == StatusCode::METHOD_NOT_ALLOWED
                 && !resp.headers().contains_key(header::ALLOW)
-                && let Some(allow) = super::allowed_methods(&path)
+                && let Some(allow) = super::allowed_methods(uri.path())
             {
                 resp.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -226,7 +251,7 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
                 resp.headers_mut().insert(REQUEST_ID, v);
             }
             self.metrics
-                .request(route_label(&path, status), status.as_u16(), latency);
+                .request(route_label(uri.path(), status), status.as_u16(), latency);
             let latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
             let status = status.as_u16();
             if status >= 500 {

@@ -114,7 +114,7 @@ impl Lines {
     fn write_scope(&self, w: &mut Writer<'_>, s: &RequestScope) -> fmt::Result {
         let pairs = [
             ("request_id", Some(s.request_id.as_str())),
-            ("method", Some(s.method.as_str())),
+            ("method", Some(s.method.as_ref())),
             ("path", Some(s.path.as_str())),
             ("clerk_id", s.clerk_id()),
         ];

@@ -4,7 +4,7 @@
 //! every poll, which together were a tenth of `GET /users/me` (BENCHMARKS.md). The formatters
 //! (`format`) print it as the line's `span` object, as they would a span's fields.
 
-use std::{future::Future, sync::OnceLock};
+use std::{borrow::Cow, future::Future, sync::OnceLock};
 
 tokio::task_local! {
     static SCOPE: RequestScope;
@@ -14,16 +14,25 @@ tokio::task_local! {
 #[derive(Debug)]
 pub struct RequestScope {
     pub request_id: String,
-    pub method: String,
+    pub method: Cow<'static, str>,
     pub path: String,
     clerk_id: OnceLock<String>,
 }
 
+/// The methods HTTP defines, so that the usual ones need no copy.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
 impl RequestScope {
     pub fn new(request_id: String, method: &str, path: String) -> Self {
+        let method = match METHODS.iter().find(|m| **m == method) {
+            Some(known) => Cow::Borrowed(*known),
+            None => Cow::Owned(method.to_owned()),
+        };
         Self {
             request_id,
-            method: method.to_owned(),
+            method,
             path,
             clerk_id: OnceLock::new(),
         }
