@@ -79,7 +79,7 @@ impl Users {
     }
 
     pub async fn get_or_create(&self, clerk_id: &str) -> Result<Arc<Known>, UsersError> {
-        if let Some(known) = self.cache.get(clerk_id).await {
+        if let Some(known) = self.cache.get(clerk_id) {
             self.metrics.user_lookup(true);
             return Ok(known);
         }
@@ -94,14 +94,14 @@ impl Users {
         match self.find(clerk_id).await {
             Ok(Some(row)) => {
                 let known = Known::new(row);
-                self.cache.insert(&known, epoch).await;
+                self.cache.insert(&known, epoch);
                 self.metrics.user_lookup(true);
                 return Ok(known);
             }
             Ok(None) => {}
             // Stale-if-error: a known user outlives a database that cannot be reached.
             Err(e @ DbError::Unreachable(_)) => {
-                return match self.cache.get_stale(clerk_id).await {
+                return match self.cache.get_stale(clerk_id) {
                     Some((known, age)) => {
                         self.metrics.user_lookup(true);
                         self.metrics.stale_answer(age);
@@ -137,7 +137,7 @@ impl Users {
             })
             .await;
         self.first_sight.invalidate(clerk_id).await;
-        self.cache.invalidate(clerk_id).await;
+        self.cache.invalidate(clerk_id);
         result.map_err(|shared| unshare(&shared))
     }
 
@@ -167,7 +167,7 @@ impl Users {
         let row = db::users::set_metadata(&tx, clerk_id, &metadata).await?;
         db::notify::user_changed(&tx, clerk_id).await?;
         tx.commit().await.map_err(DbError::from)?;
-        self.cache.invalidate(clerk_id).await;
+        self.cache.invalidate(clerk_id);
         row.ok_or_else(|| DbError::Other("locked row vanished".into()).into())
     }
 
@@ -217,7 +217,7 @@ impl Users {
         }
         tx.commit().await.map_err(DbError::from)?;
         if let Some(clerk_id) = changed {
-            self.cache.invalidate(clerk_id).await;
+            self.cache.invalidate(clerk_id);
         }
         Ok(true)
     }
@@ -229,7 +229,7 @@ impl Users {
         let deleted = db::users::delete_by_clerk_id(&tx, clerk_id).await?;
         db::notify::user_changed(&tx, clerk_id).await?;
         tx.commit().await.map_err(DbError::from)?;
-        self.cache.invalidate(clerk_id).await;
+        self.cache.invalidate(clerk_id);
         Ok(deleted)
     }
 

@@ -4,7 +4,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use super::{
@@ -20,30 +20,18 @@ pub struct Verifier {
     pub keys: KeyStore,
     pub policy: Policy,
     /// Tokens that passed every check, by SHA-256 of (key set generation, token). A hit skips the
-    /// RSA verification; an entry lives until the token's `exp` plus the skew, and a new key set
-    /// (a new generation) misses every entry.
-    cache: Option<moka::future::Cache<[u8; 32], Verified>>,
+    /// RSA verification; an entry serves until the token's `exp` plus the skew (checked on every
+    /// read), and a new key set (a new generation) misses every entry. `quick_cache`: a hit is a
+    /// shard's read lock, with no bookkeeping queued for later.
+    cache: Option<Arc<quick_cache::sync::Cache<[u8; 32], Verified>>>,
     metrics: Metrics,
 }
 
 #[derive(Clone)]
 struct Verified {
     claims: Arc<Claims>,
-    ttl: Duration,
-}
-
-/// Each entry expires when its token does (`exp` + skew).
-struct UntilTokenExpires;
-
-impl moka::Expiry<[u8; 32], Verified> for UntilTokenExpires {
-    fn expire_after_create(
-        &self,
-        _: &[u8; 32],
-        v: &Verified,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
+    /// The token's `exp` plus the skew.
+    until: Instant,
 }
 
 fn cache_key(generation: u64, raw: &str) -> [u8; 32] {
@@ -66,10 +54,9 @@ impl Verifier {
     /// `cache_entries`: how many verified tokens to remember (0: none).
     pub fn new(keys: KeyStore, policy: Policy, cache_entries: u64, metrics: Metrics) -> Self {
         let cache = (cache_entries > 0).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(cache_entries)
-                .expire_after(UntilTokenExpires)
-                .build()
+            Arc::new(quick_cache::sync::Cache::new(
+                usize::try_from(cache_entries).unwrap_or(usize::MAX),
+            ))
         });
         Self {
             keys,
@@ -81,7 +68,7 @@ impl Verifier {
 
     /// Verified tokens held, for `/metrics`.
     pub fn cached_tokens(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.entry_count())
+        self.cache.as_ref().map_or(0, |c| c.len() as u64)
     }
 
     /// Checks 1–10 of the token rules, or the verified-token cache. Shared: a cache hit copies nothing.
@@ -90,7 +77,7 @@ impl Verifier {
         let key = match (&self.cache, self.keys.current()) {
             (Some(cache), Ok(set)) => {
                 let key = cache_key(set.generation, raw);
-                if let Some(hit) = cache.get(&key).await {
+                if let Some(hit) = cache.get(&key).filter(|v| v.until > Instant::now()) {
                     self.metrics.token_cache(true);
                     self.metrics.token_verification("ok");
                     return Ok(hit.claims);
@@ -106,15 +93,13 @@ impl Verifier {
         if let (Some((cache, key)), Ok(claims)) = (key, &result) {
             let until = claims.expires_at + self.policy.clock_skew_secs as f64;
             let ttl = Duration::from_secs_f64((until - now()).clamp(0.0, 86_400.0));
-            cache
-                .insert(
-                    key,
-                    Verified {
-                        claims: Arc::clone(claims),
-                        ttl,
-                    },
-                )
-                .await;
+            cache.insert(
+                key,
+                Verified {
+                    claims: Arc::clone(claims),
+                    until: Instant::now() + ttl,
+                },
+            );
         }
         self.metrics.token_verification(match &result {
             Ok(_) => "ok",

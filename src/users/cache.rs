@@ -14,8 +14,14 @@
 //! Stale-if-error: an entry was last confirmed when the listener last heard everything (up to the
 //! moment it was lost). While the database itself cannot be reached, [`UserCache::get_stale`]
 //! still hands out such an entry for up to the stale limit after that moment, so entries are kept
-//! (within the same size bound) past their TTL for that purpose. When the listener is back, every
-//! entry held is dropped: notifications sent just before the outage may have been lost.
+//! (within the same size bound) past their TTL for that purpose, and none older than both
+//! together is ever served. When the listener is back, every entry held is dropped: notifications
+//! sent just before the outage may have been lost.
+//!
+//! The map is `quick_cache`'s (sharded, CLOCK-like eviction by a bit set on read): a hit is a
+//! shard's read lock and a clone of an `Arc`. Expiry is the entry's own `read_at`, checked on
+//! every read, so nothing runs in the background and an expired entry only waits to be evicted or
+//! replaced.
 
 use std::{
     sync::{
@@ -43,7 +49,7 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(5);
 const PROBE_PREFIX: &str = "probe:";
 
 struct Inner {
-    cache: moka::future::Cache<String, Entry>,
+    cache: quick_cache::sync::Cache<String, Entry>,
     /// An entry is served as fresh for this long after it was read.
     ttl: Duration,
     /// How long after its last confirmation an entry may be served while the database is down.
@@ -74,10 +80,8 @@ impl UserCache {
         if max_entries == 0 || ttl.is_zero() {
             return Self(None);
         }
-        let cache = moka::future::Cache::builder()
-            .max_capacity(max_entries)
-            .time_to_live(ttl + stale_limit)
-            .build();
+        let cache =
+            quick_cache::sync::Cache::new(usize::try_from(max_entries).unwrap_or(usize::MAX));
         Self(Some(Arc::new(Inner {
             cache,
             ttl,
@@ -94,7 +98,7 @@ impl UserCache {
     }
 
     /// A cached row read less than the TTL ago, only while invalidations are being received.
-    pub async fn get(&self, clerk_id: &str) -> Option<Arc<Known>> {
+    pub fn get(&self, clerk_id: &str) -> Option<Arc<Known>> {
         let inner = self.0.as_ref()?;
         if !inner.live.load(Ordering::Acquire) {
             return None;
@@ -102,7 +106,6 @@ impl UserCache {
         let known = inner
             .cache
             .get(clerk_id)
-            .await
             .filter(|e| e.read_at.elapsed() < inner.ttl)
             .map(|e| e.known);
         inner.metrics.user_cache(known.is_some());
@@ -112,7 +115,7 @@ impl UserCache {
     /// For a database that cannot be reached: the entry held for `clerk_id` and how long ago it
     /// was last confirmed, when that is within the stale limit. While the listener still listens
     /// every entry is confirmed up to now; once it is lost, up to the moment it was lost.
-    pub async fn get_stale(&self, clerk_id: &str) -> Option<(Arc<Known>, Duration)> {
+    pub fn get_stale(&self, clerk_id: &str) -> Option<(Arc<Known>, Duration)> {
         let inner = self.0.as_ref()?;
         let age = if inner.live.load(Ordering::Acquire) {
             Duration::ZERO
@@ -127,7 +130,10 @@ impl UserCache {
         if age >= inner.stale_limit {
             return None;
         }
-        let entry = inner.cache.get(clerk_id).await?;
+        let entry = inner
+            .cache
+            .get(clerk_id)
+            .filter(|e| e.read_at.elapsed() < inner.ttl + inner.stale_limit)?;
         Some((entry.known, age))
     }
 
@@ -139,22 +145,22 @@ impl UserCache {
     }
 
     /// Cache a row read at `epoch`, unless something was invalidated since.
-    pub async fn insert(&self, known: &Arc<Known>, epoch: u64) {
+    pub fn insert(&self, known: &Arc<Known>, epoch: u64) {
         let Some(inner) = &self.0 else { return };
         if inner.live.load(Ordering::Acquire) && inner.epoch.load(Ordering::Acquire) == epoch {
             let entry = Entry {
                 known: Arc::clone(known),
                 read_at: Instant::now(),
             };
-            inner.cache.insert(known.row.clerk_id.clone(), entry).await;
+            inner.cache.insert(known.row.clerk_id.clone(), entry);
         }
     }
 
     /// Drop one user (a write here, or a notification from another replica).
-    pub async fn invalidate(&self, clerk_id: &str) {
+    pub fn invalidate(&self, clerk_id: &str) {
         if let Some(inner) = &self.0 {
             inner.epoch.fetch_add(1, Ordering::AcqRel);
-            inner.cache.invalidate(clerk_id).await;
+            inner.cache.remove(clerk_id);
         }
     }
 
@@ -162,7 +168,7 @@ impl UserCache {
     fn listening(&self) {
         if let Some(inner) = &self.0 {
             inner.epoch.fetch_add(1, Ordering::AcqRel);
-            inner.cache.invalidate_all();
+            inner.cache.clear();
             *inner.lost_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
             inner.live.store(true, Ordering::Release);
         }
@@ -186,7 +192,7 @@ impl UserCache {
     }
 
     pub fn entries(&self) -> u64 {
-        self.0.as_ref().map_or(0, |i| i.cache.entry_count())
+        self.0.as_ref().map_or(0, |i| i.cache.len() as u64)
     }
 
     /// Listen for other replicas' writes until aborted: a connection of its own, reconnected with
@@ -255,7 +261,7 @@ impl UserCache {
                 loop {
                     tokio::select! {
                         id = rx.recv() => match id {
-                            Some(id) => self.heard(&id).await,
+                            Some(id) => self.heard(&id),
                             None => return Err("the listening connection closed".to_string()),
                         },
                         _ = &mut next => break,
@@ -288,7 +294,7 @@ impl UserCache {
             tokio::select! {
                 id = rx.recv() => match id {
                     Some(id) if id == payload => return Ok(()),
-                    Some(id) => self.heard(&id).await,
+                    Some(id) => self.heard(&id),
                     None => return Err("the listening connection closed".to_string()),
                 },
                 _ = &mut deadline => return Err(format!(
@@ -302,9 +308,9 @@ impl UserCache {
     }
 
     /// A notification: another replica (or this one) changed a user. Probes change nothing.
-    async fn heard(&self, id: &str) {
+    fn heard(&self, id: &str) {
         if !id.starts_with(PROBE_PREFIX) {
-            self.invalidate(id).await;
+            self.invalidate(id);
         }
     }
 }
