@@ -111,7 +111,9 @@ async fn read_chunked(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     use tokio::io::AsyncReadExt;
     let mut reader = body.into_async_read();
     let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
+    // On the heap: an array here would live in every request's future (this one is part of
+    // `limit_body`'s), and that future is moved and boxed on each request, chunked or not.
+    let mut buf = vec![0u8; 8192];
     let mut read = 0;
     loop {
         let n = reader.read(&mut buf).await.map_err(|_| unreadable_body())?;
@@ -278,6 +280,18 @@ mod tests {
         assert!(!valid_request_id("a b"));
         assert!(!valid_request_id("a\"b"));
         assert!(!valid_request_id("ä"));
+    }
+
+    #[test]
+    fn the_body_limit_future_carries_no_buffer() {
+        // Every request's future holds this one: an 8 KiB read buffer in it was copied and
+        // boxed on every request.
+        let future = limit_body(Request::default(), 1024);
+        assert!(
+            std::mem::size_of_val(&future) < 4096,
+            "{} bytes",
+            std::mem::size_of_val(&future)
+        );
     }
 
     #[test]
