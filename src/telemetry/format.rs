@@ -46,7 +46,7 @@ where
         LINE.with(|line| match line.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
-                self.format_line(ctx, &mut *line, event)?;
+                self.format_line(ctx, &mut line, event)?;
                 w.write_str(&line)
             }
             Err(_) => {
