@@ -1,9 +1,9 @@
-//! The log line, built in a buffer of the thread's and handed to the subscriber in one piece. `json`: one object per event with
-//! `timestamp`, `level`, `message`, the event's fields, `target`, and `span`: the request the line
-//! belongs to (`scope`), or else the current tracing span, as its fields and `name`; inside a
-//! request, the tracing spans entered there follow as `spans`. `pretty`:
-//! the same on one readable line. A span's fields are kept as a ready fragment, so recording a
-//! field later appends to it; no event builds a `serde_json::Value`.
+//! The log line, built in a buffer of the thread's and handed to the subscriber in one piece.
+//! `json`: one object per event with `timestamp`, `level`, `message`, the event's fields, `target`,
+//! and `span`: the request the line belongs to (`scope`), or else the current tracing span, as its
+//! fields and `name`; inside a request, the tracing spans entered there follow as `spans`.
+//! `pretty`: the same on one readable line. A span's fields are kept as a ready fragment, so
+//! recording a field later appends to it; no event builds a `serde_json::Value`.
 
 use std::{
     cell::RefCell,
@@ -43,17 +43,18 @@ where
         // and handed over in one piece: the `Writer` is a `dyn Write`, and a virtual call per
         // character and piece was most of a line's cost. A field's `Debug` that logs itself finds
         // the buffer taken and gets one of its own.
-        LINE.with(|line| match line.try_borrow_mut() {
-            Ok(mut line) => {
-                line.clear();
-                self.format_line(ctx, &mut line, event)?;
-                w.write_str(&line)
-            }
-            Err(_) => {
-                let mut line = String::new();
-                self.format_line(ctx, &mut line, event)?;
-                w.write_str(&line)
-            }
+        LINE.with(|cell| {
+            let mut held = cell.try_borrow_mut().ok();
+            let mut own = String::new();
+            let line = match held.as_deref_mut() {
+                Some(line) => {
+                    line.clear();
+                    line
+                }
+                None => &mut own,
+            };
+            self.format_line(ctx, line, event)?;
+            w.write_str(line)
         })
     }
 }

@@ -18,8 +18,8 @@
 //! together is ever served. When the listener is back, every entry held is dropped: notifications
 //! sent just before the outage may have been lost.
 //!
-//! The map is `quick_cache`'s (sharded, CLOCK-like eviction by a bit set on read): a hit is a
-//! shard's read lock and a clone of an `Arc`. Expiry is the entry's own `read_at`, checked on
+//! The map is `quick_cache`'s (sharded; its eviction, a Clock-PRO variant, keeps entries read
+//! again over one-off ones): a hit is a shard's read lock and a clone of an `Arc`. Expiry is the entry's own `read_at`, checked on
 //! every read, so nothing runs in the background and an expired entry only waits to be evicted or
 //! replaced.
 
