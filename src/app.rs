@@ -5,7 +5,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use deadpool_postgres::Pool;
 use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server,
+    Endpoint, EndpointExt, IntoEndpoint, Request, Response, Route, Server,
+    endpoint::{BoxEndpoint, DynEndpoint},
     http::Method,
     listener::{Acceptor, TcpAcceptor},
     middleware::Cors,
@@ -88,43 +89,48 @@ pub fn build_app(state: AppState, settings: &Settings) -> impl Endpoint + 'stati
         .allow_credentials(true)
         .max_age(600);
     let surface = Surface {
-        document: Route::new().at("/openapi.json", spec).nest("/docs", docs),
+        document: Route::new()
+            .at("/openapi.json", spec)
+            .nest("/docs", docs)
+            .boxed(),
         operations: api.into_endpoint(),
     };
     surface
         // poem's Cors allows every origin when given none: add it only for a configured list.
         .with_if(!settings.cors_allowed_origins.is_empty(), cors)
         .with(RequestContext {
-            metrics: state.metrics.clone(),
+            state,
             timeout: settings.request_timeout,
             body_limit: settings.request_body_limit,
         })
-        .data(state)
 }
 
 /// The top of the router: the OpenAPI document and Swagger UI by their paths, every other path to
 /// the operations. A plain comparison rather than poem's `Route::nest("/", …)`, which rebuilt
-/// each request's URI on the way in: about a twentieth of the hot path (BENCHMARKS.md).
-struct Surface<D, O> {
+/// each request's URI on the way in: about a twentieth of the hot path (BENCHMARKS.md). Both sides
+/// are boxed endpoints, and `call` hands on the box of the side it picks instead of awaiting it:
+/// the future of everything below stays one pointer in the request's.
+struct Surface {
     /// `/openapi.json` and `/docs…`
-    document: D,
-    operations: O,
+    document: BoxEndpoint<'static>,
+    operations: BoxEndpoint<'static>,
 }
 
-impl<D: Endpoint, O: Endpoint> Endpoint for Surface<D, O> {
+impl Endpoint for Surface {
     type Output = Response;
 
-    async fn call(&self, req: Request) -> poem::Result<Response> {
+    fn call(&self, req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
         let path = req.uri().path();
-        if api::is_document_path(path) {
-            // poem-openapi's document and UI endpoints answer any method; they are read-only.
-            if req.method() != Method::GET && req.method() != Method::HEAD {
-                return Err(poem::error::MethodNotAllowedError.into());
-            }
-            Ok(self.document.call(req).await?.into_response())
-        } else {
-            Ok(self.operations.call(req).await?.into_response())
+        if !api::is_document_path(path) {
+            return DynEndpoint::call(&*self.operations, req);
         }
+        // poem-openapi's document and UI endpoints answer any method; they are read-only.
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Box::pin(std::future::ready(Err(
+                poem::error::MethodNotAllowedError.into()
+            )));
+        }
+        DynEndpoint::call(&*self.document, req)
     }
 }
 

@@ -10,7 +10,7 @@ use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 pub use self::{
     format::Lines,
-    scope::{RequestScope, in_request, record_clerk_id},
+    scope::{RequestId, RequestScope, in_request, record_clerk_id},
     stdout::{Batched, BatchedStdout, FlushOnDrop, batched_stdout},
 };
 use crate::settings::LogFormat;

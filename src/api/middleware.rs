@@ -4,34 +4,40 @@
 
 use std::{
     future::Future,
-    task::Poll,
+    pin::Pin,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
+use futures_util::FutureExt;
 use poem::{
     Body, Endpoint, IntoResponse, Middleware, Request, Response,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
 };
 
-use super::error::{ApiError, problem_for, unreadable_body};
+use super::{
+    error::{ApiError, problem_for, unreadable_body},
+    state::AppState,
+};
 use crate::{
-    metrics::{Metrics, Route},
-    telemetry::{RequestScope, in_request},
+    metrics::Route,
+    telemetry::{RequestId, RequestScope, in_request},
 };
 
-pub const REQUEST_ID: &str = "x-request-id";
+/// A constant name: a `&str` name is parsed again on every lookup and insert.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// 1–64 characters of `[A-Za-z0-9._-]`; anything else is replaced by a fresh id.
 pub fn valid_request_id(v: &str) -> bool {
-    (1..=64).contains(&v.len())
+    (1..=RequestId::MAX).contains(&v.len())
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-/// A fresh UUIDv7, as 32 hex digits. The random part comes from a per-thread generator seeded once
+/// A fresh UUIDv7, as 32 hex digits written into `buf`. The random part comes from a per-thread generator seeded once
 /// from the system's randomness: uuid's own `now_v7` asks the kernel on every id, a system call on
 /// the hot path, and a request id must be unique, not secret.
-fn new_request_id() -> String {
+fn new_request_id(buf: &mut [u8; 32]) -> &str {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new(uuid::Uuid::now_v7().as_u64_pair().1);
@@ -54,7 +60,7 @@ fn new_request_id() -> String {
     uuid::Builder::from_unix_timestamp_millis(millis, &random)
         .into_uuid()
         .simple()
-        .to_string()
+        .encode_lower(buf)
 }
 
 /// The metrics route of a request: its path when it is one of the API's, else a fixed label.
@@ -81,27 +87,48 @@ fn too_large(limit: usize) -> ApiError {
 
 /// 413 for a declared length over `limit`; a chunked body is read up to the limit here so that no
 /// handler ever sees more.
-pub async fn limit_body(mut req: Request, limit: usize) -> Result<Request, ApiError> {
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                ApiError::client(
-                    StatusCode::BAD_REQUEST,
-                    "bad-request",
-                    "invalid Content-Length",
-                )
-            })?;
-        if len > limit as u64 {
-            return Err(too_large(limit));
-        }
-    } else if req.headers().contains_key(header::TRANSFER_ENCODING) {
+pub async fn limit_body(req: Request, limit: usize) -> Result<Request, ApiError> {
+    if has_unread_body(&req, limit)? {
+        read_body_within(req, limit).await
+    } else {
+        Ok(req)
+    }
+}
+
+/// Whether the body must still be read against the limit (a chunked one); a declared length over
+/// the limit, or one that is not a number, fails here, before any byte is read.
+fn has_unread_body(req: &Request, limit: usize) -> Result<bool, ApiError> {
+    let Some(len) = req.headers().get(header::CONTENT_LENGTH) else {
+        return Ok(req.headers().contains_key(header::TRANSFER_ENCODING));
+    };
+    let len: u64 = len
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "invalid Content-Length",
+            )
+        })?;
+    if len > limit as u64 {
+        return Err(too_large(limit));
+    }
+    Ok(false)
+}
+
+/// The request with its chunked body read, up to `limit`. Boxed: the reader's future would
+/// otherwise be part of every request's, chunked or not.
+fn read_body_within(
+    mut req: Request,
+    limit: usize,
+) -> Pin<Box<dyn Future<Output = Result<Request, ApiError>> + Send>> {
+    Box::pin(async move {
         let bytes = read_chunked(req.take_body(), limit).await?;
         req.set_body(Body::from(bytes));
-    }
-    Ok(req)
+        Ok(req)
+    })
 }
 
 /// A body of undeclared length, up to `limit` bytes. Past the limit the rest is read and dropped
@@ -111,8 +138,6 @@ async fn read_chunked(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     use tokio::io::AsyncReadExt;
     let mut reader = body.into_async_read();
     let mut data = Vec::new();
-    // On the heap: an array here would live in every request's future (this one is part of
-    // `limit_body`'s), and that future is moved and boxed on each request, chunked or not.
     let mut buf = vec![0u8; 8192];
     let mut read = 0;
     loop {
@@ -159,7 +184,8 @@ pub fn limit_16k(inner: impl Endpoint) -> impl Endpoint {
 }
 
 pub struct RequestContext {
-    pub metrics: Metrics,
+    /// Put into every request's data (what poem's `data` does, one layer fewer).
+    pub state: AppState,
     pub timeout: Duration,
     pub body_limit: usize,
 }
@@ -170,7 +196,7 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
     fn transform(&self, inner: E) -> Self::Output {
         RequestContextEndpoint {
             inner,
-            metrics: self.metrics.clone(),
+            state: self.state.clone(),
             timeout: self.timeout,
             body_limit: self.body_limit,
         }
@@ -179,17 +205,75 @@ impl<E: Endpoint> Middleware<E> for RequestContext {
 
 pub struct RequestContextEndpoint<E> {
     inner: E,
-    metrics: Metrics,
+    state: AppState,
     timeout: Duration,
     body_limit: usize,
 }
 
-impl<E: Endpoint> RequestContextEndpoint<E> {
-    async fn handle(&self, req: Request, deadline: Instant) -> Response {
+/// `work`'s output, or `None` once `deadline` has passed. The timer is set only when a poll of the
+/// work does not finish it: a known user's answer comes from the caches in the first poll, and a
+/// timer costs an allocation and, when dropped, the runtime's timer lock (shared by every worker).
+/// A struct rather than an `async fn`, which would hold `work` twice.
+fn within<F: Future>(deadline: Instant, work: F) -> Within<F> {
+    Within {
+        work,
+        deadline,
+        timer: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Within<F> {
+        #[pin]
+        work: F,
+        deadline: Instant,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.work.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let deadline = *this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        timer.as_mut().poll(cx).map(|()| None)
+    }
+}
+
+impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
+    type Output = Response;
+
+    /// Not an `async fn`, and the request moved once: every byte of this future is copied into
+    /// the box poem puts each request's future in, and an `async fn` keeps its arguments beside
+    /// what its body moves them into (a `Request` is about 470 bytes).
+    fn call(&self, mut req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
+        let start = Instant::now();
+        req.extensions_mut().insert(self.state.clone());
+        let mut fresh = [0; 32];
+        let request_id = match req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            Some(id) if valid_request_id(id) => id,
+            _ => new_request_id(&mut fresh),
+        };
+        let header = HeaderValue::from_str(request_id);
+        // The path is read again after the answer (route label, `Allow`): the URI shares its
+        // bytes, so holding it copies nothing.
+        let uri = req.uri().clone();
+        let scope = RequestScope::new(request_id, req.method().as_str(), uri.path().to_owned());
         // Reading a chunked body counts against the request's time too.
-        let work = async {
-            let req = match limit_body(req, self.body_limit).await {
-                Ok(req) => req,
+        let work = async move {
+            let req = match has_unread_body(&req, self.body_limit) {
+                Ok(false) => req,
+                Ok(true) => match read_body_within(req, self.body_limit).await {
+                    Ok(req) => req,
+                    Err(e) => return e.into_response(),
+                },
                 Err(e) => return e.into_response(),
             };
             match self.inner.call(req).await {
@@ -197,47 +281,10 @@ impl<E: Endpoint> RequestContextEndpoint<E> {
                 Err(err) => problem_for(err).await,
             }
         };
-        within(deadline, work)
-            .await
-            .unwrap_or_else(|| ApiError::Timeout.into_response())
-    }
-}
-
-/// `work`'s output, or `None` once `deadline` has passed. A tokio timer is set only when the first
-/// poll does not finish the work: a known user's answer comes from the caches in that first poll,
-/// and a timer costs a large future and, when dropped, the runtime's timer lock (shared by every
-/// worker).
-async fn within<F: Future>(deadline: Instant, work: F) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
-    let first = std::future::poll_fn(|cx| {
-        Poll::Ready(match work.as_mut().poll(cx) {
-            Poll::Ready(out) => Some(out),
-            Poll::Pending => None,
-        })
-    })
-    .await;
-    match first {
-        Some(out) => Some(out),
-        None => tokio::time::timeout_at(deadline.into(), work).await.ok(),
-    }
-}
-
-impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: Request) -> poem::Result<Response> {
-        let start = Instant::now();
-        let request_id = match req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-            Some(id) if valid_request_id(id) => id.to_string(),
-            _ => new_request_id(),
-        };
-        let header = HeaderValue::from_str(&request_id);
-        // The path is read again after the answer (route label, `Allow`): the URI shares its
-        // bytes, so holding it copies nothing.
-        let uri = req.uri().clone();
-        let scope = RequestScope::new(request_id, req.method().as_str(), uri.path().to_owned());
-        in_request(scope, async move {
-            let mut resp = self.handle(req, start + self.timeout).await;
+        // What follows the answer is a `map`, not an `async` block awaiting it: a future awaited
+        // from inside a block is held twice in that block's future.
+        let answer = within(start + self.timeout, work).map(move |answer| {
+            let mut resp = answer.unwrap_or_else(|| ApiError::Timeout.into_response());
             let status = resp.status();
             // RFC 9110 §15.5.6: a 405 lists the methods the resource has. poem's router answers
             // 405 before any of our code; the methods come from the document.
@@ -252,7 +299,8 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             if let Ok(v) = header {
                 resp.headers_mut().insert(REQUEST_ID, v);
             }
-            self.metrics
+            self.state
+                .metrics
                 .request(route_label(uri.path(), status), status.as_u16(), latency);
             let latency_ms = (latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
             let status = status.as_u16();
@@ -262,8 +310,8 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
                 tracing::info!(status, latency_ms, "request finished");
             }
             Ok(resp)
-        })
-        .await
+        });
+        in_request(scope, answer)
     }
 }
 
@@ -296,8 +344,9 @@ mod tests {
 
     #[test]
     fn generated_request_ids_are_valid_distinct_uuid_v7() {
-        let ids: std::collections::HashSet<String> =
-            (0..10_000).map(|_| new_request_id()).collect();
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| new_request_id(&mut [0; 32]).to_owned())
+            .collect();
         assert_eq!(ids.len(), 10_000);
         for id in ids.iter().take(100) {
             assert!(valid_request_id(id), "{id}");

@@ -13,7 +13,7 @@ tokio::task_local! {
 /// What every line logged while serving one request carries.
 #[derive(Debug)]
 pub struct RequestScope {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub method: Cow<'static, str>,
     pub path: String,
     clerk_id: OnceLock<String>,
@@ -24,14 +24,51 @@ const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
 ];
 
+/// A request id held inline, at most [`RequestId::MAX`] bytes (the middleware admits no longer
+/// ones): a request's scope allocates nothing for it.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; RequestId::MAX],
+}
+
+impl RequestId {
+    pub const MAX: usize = 64;
+
+    /// `id`, cut to [`Self::MAX`] bytes at a character boundary.
+    pub fn new(id: &str) -> Self {
+        let mut len = id.len().min(Self::MAX);
+        while !id.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..len].copy_from_slice(&id.as_bytes()[..len]);
+        Self {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Whole characters of a `str`, so always UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
 impl RequestScope {
-    pub fn new(request_id: String, method: &str, path: String) -> Self {
+    pub fn new(request_id: &str, method: &str, path: String) -> Self {
         let method = match METHODS.iter().find(|m| **m == method) {
             Some(known) => Cow::Borrowed(*known),
             None => Cow::Owned(method.to_owned()),
         };
         Self {
-            request_id,
+            request_id: RequestId::new(request_id),
             method,
             path,
             clerk_id: OnceLock::new(),
@@ -43,9 +80,11 @@ impl RequestScope {
     }
 }
 
-/// Run `f` as the request `scope`: lines logged while it runs carry the scope's fields.
-pub async fn in_request<F: Future>(scope: RequestScope, f: F) -> F::Output {
-    SCOPE.scope(scope, f).await
+/// Run `f` as the request `scope`: lines logged while it runs carry the scope's fields. Not an
+/// `async fn`: that would keep `f` twice in its future (the argument, and the copy it awaits), and
+/// `f` is the whole request.
+pub fn in_request<F: Future>(scope: RequestScope, f: F) -> impl Future<Output = F::Output> {
+    SCOPE.scope(scope, f)
 }
 
 /// The authenticated user, for the rest of the request's lines; the first call wins. Outside a
@@ -67,7 +106,7 @@ mod tests {
     async fn the_scope_is_seen_inside_its_future_only() {
         assert!(with_current(|_| ()).is_none());
         record_clerk_id("user_outside"); // nothing to record into, and no panic
-        let scope = RequestScope::new("req-1".into(), "GET", "/users/me".into());
+        let scope = RequestScope::new("req-1", "GET", "/users/me".into());
         in_request(scope, async {
             assert_eq!(
                 with_current(|s| s.clerk_id().map(str::to_owned)),
@@ -76,7 +115,12 @@ mod tests {
             record_clerk_id("user_a");
             tokio::task::yield_now().await;
             record_clerk_id("user_b");
-            let seen = with_current(|s| (s.request_id.clone(), s.clerk_id().map(str::to_owned)));
+            let seen = with_current(|s| {
+                (
+                    s.request_id.as_str().to_owned(),
+                    s.clerk_id().map(str::to_owned),
+                )
+            });
             assert_eq!(seen, Some(("req-1".into(), Some("user_a".into()))));
         })
         .await;
