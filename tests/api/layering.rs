@@ -108,3 +108,34 @@ fn the_reader_finds_grouped_and_plain_paths() {
     let text = "use crate::{api::{self, x}, auth::Verifier,\n    metrics::Metrics};\nfn f() { crate::net::describe(); }\n#[cfg(test)]\nmod tests { use crate::app; }";
     assert_eq!(used_modules(text), ["api", "auth", "metrics", "net"]);
 }
+
+/// The whole app's future for one request stays small: poem copies it into a box on every
+/// request, and it had grown to 28 KB (an `async fn` keeps a future it takes twice: as the
+/// argument and as what it awaits). No database or Clerk is reached: only the future's type is
+/// looked at, never polled.
+#[tokio::test]
+async fn a_requests_future_stays_small() {
+    use clerk_users::{
+        app::{app_state, build_app},
+        metrics::Metrics,
+        net::http_client,
+        testkit::{ClerkStandIn, TestApp},
+    };
+    use poem::Endpoint;
+
+    let clerk = ClerkStandIn::start("sk_test_layering").await;
+    let settings = TestApp::builder().settings(
+        &clerk,
+        "postgres://nobody:unused@127.0.0.1:1/unused",
+        clerk.secret_key(),
+    );
+    let pool = clerk_users::db::create_pool(&settings.database);
+    let app = build_app(
+        app_state(&settings, pool, http_client(), Metrics::default()),
+        &settings,
+    );
+    let future = app.call(poem::Request::default());
+    let bytes = std::mem::size_of_val(&future);
+    eprintln!("a request's future: {bytes} bytes");
+    assert!(bytes < 8 * 1024, "{bytes} bytes");
+}
