@@ -6,7 +6,10 @@
 use std::{marker::PhantomData, sync::OnceLock};
 
 use bytes::Bytes;
-use poem::{IntoResponse, Response};
+use poem::{
+    IntoResponse, Response,
+    http::{HeaderValue, header},
+};
 use poem_openapi::{
     ApiResponse,
     payload::Payload,
@@ -71,8 +74,9 @@ impl<T: Type> Payload for JsonBody<T> {
 
 impl<T> IntoResponse for JsonBody<T> {
     fn into_response(self) -> Response {
+        // A static header value: `content_type(&str)` copies the string into a new one each time.
         Response::builder()
-            .content_type(CONTENT_TYPE)
+            .header(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))
             .body(self.bytes)
     }
 }
