@@ -29,7 +29,7 @@ fn run(c: &mut Criterion, name: &str, json: bool, filter: &str) {
     g.throughput(Throughput::Elements(1));
     tracing::subscriber::with_default(subscriber, || {
         let scope = RequestScope::new(
-            "0193a1c45d6e7f809a1b2c3d4e5f6a7b".into(),
+            "0193a1c45d6e7f809a1b2c3d4e5f6a7b",
             "GET",
             "/users/me".into(),
         );

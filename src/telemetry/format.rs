@@ -6,8 +6,9 @@
 //! recording a field later appends to it; no event builds a `serde_json::Value`.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     fmt::{self, Write},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tracing::{Event, Subscriber, field::Field};
@@ -71,7 +72,9 @@ impl Lines {
         N: for<'a> FormatFields<'a> + 'static,
     {
         let meta = event.metadata();
-        let now = time::OffsetDateTime::now_utc();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         if self.json {
             w.push_str("{\"timestamp\":\"");
             write_timestamp(w, now)?;
@@ -150,32 +153,34 @@ impl Lines {
     }
 
     fn write_scope(&self, w: &mut String, s: &RequestScope) -> fmt::Result {
+        if self.json {
+            // The keys as literals, written whole: only the values can need escaping.
+            w.push_str(",\"span\":{\"request_id\":");
+            write_str(w, s.request_id.as_str())?;
+            w.push_str(",\"method\":");
+            write_str(w, &s.method)?;
+            w.push_str(",\"path\":");
+            write_str(w, &s.path)?;
+            if let Some(clerk_id) = s.clerk_id() {
+                w.push_str(",\"clerk_id\":");
+                write_str(w, clerk_id)?;
+            }
+            w.push_str(",\"name\":\"request\"}");
+            return Ok(());
+        }
         let pairs = [
             ("request_id", Some(s.request_id.as_str())),
             ("method", Some(s.method.as_ref())),
             ("path", Some(s.path.as_str())),
             ("clerk_id", s.clerk_id()),
         ];
-        if self.json {
-            w.write_str(",\"span\":{")?;
-            for (key, value) in pairs {
-                if let Some(value) = value {
-                    write_str(w, key)?;
-                    w.write_char(':')?;
-                    write_str(w, value)?;
-                    w.write_char(',')?;
-                }
+        w.write_str(" request{")?;
+        for (i, (key, value)) in pairs.into_iter().enumerate() {
+            if let Some(value) = value {
+                write!(w, "{}{key}={value}", if i == 0 { "" } else { " " })?;
             }
-            w.write_str("\"name\":\"request\"}")
-        } else {
-            w.write_str(" request{")?;
-            for (i, (key, value)) in pairs.into_iter().enumerate() {
-                if let Some(value) = value {
-                    write!(w, "{}{key}={value}", if i == 0 { "" } else { " " })?;
-                }
-            }
-            w.write_char('}')
         }
+        w.write_char('}')
     }
 }
 
@@ -379,23 +384,50 @@ fn format_digits(buf: &mut [u8; 20], mut n: u64, width: usize) -> &str {
     std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
-/// RFC 3339 in UTC with microseconds, as `2026-11-26T10:48:39.362639Z`.
-fn write_timestamp(w: &mut impl Write, t: time::OffsetDateTime) -> fmt::Result {
-    let mut buf = [0u8; 20];
-    let parts = [
-        (t.year().max(0) as u64, 4, '-'),
-        (u64::from(u8::from(t.month())), 2, '-'),
-        (u64::from(t.day()), 2, 'T'),
-        (u64::from(t.hour()), 2, ':'),
-        (u64::from(t.minute()), 2, ':'),
-        (u64::from(t.second()), 2, '.'),
-        (u64::from(t.microsecond()), 6, 'Z'),
-    ];
-    for (n, width, then) in parts {
-        w.write_str(format_digits(&mut buf, n, width))?;
-        w.write_char(then)?;
+/// RFC 3339 in UTC with microseconds, as `2026-11-26T10:48:39.362639Z`, for `since` the Unix
+/// epoch. The part up to the second is made once a second per thread: working out the calendar
+/// date on every line was a quarter of the line's cost.
+fn write_timestamp(w: &mut impl Write, since: Duration) -> fmt::Result {
+    thread_local! {
+        /// The last second written, and its `2026-11-26T10:48:39.`
+        static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
     }
-    Ok(())
+    let (secs, micros) = (since.as_secs(), since.subsec_micros());
+    let (at, mut prefix) = SECOND.get();
+    if at != secs {
+        prefix = second_prefix(secs);
+        SECOND.set((secs, prefix));
+    }
+    w.write_str(std::str::from_utf8(&prefix).unwrap_or("0000-00-00T00:00:00."))?;
+    w.write_str(format_digits(&mut [0; 20], u64::from(micros), 6))?;
+    w.write_char('Z')
+}
+
+/// `2026-11-26T10:48:39.` for a second since the Unix epoch.
+fn second_prefix(secs: u64) -> [u8; 20] {
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut out = [0u8; 20];
+    let mut at = 0;
+    let mut buf = [0u8; 20];
+    for (n, width, then) in [
+        (t.year().max(0) as u64, 4, b'-'),
+        (u64::from(u8::from(t.month())), 2, b'-'),
+        (u64::from(t.day()), 2, b'T'),
+        (u64::from(t.hour()), 2, b':'),
+        (u64::from(t.minute()), 2, b':'),
+        (u64::from(t.second()), 2, b'.'),
+    ] {
+        let digits = format_digits(&mut buf, n, width).as_bytes();
+        // A year past 9999 would not fit; RFC 3339 has four digits for it.
+        let digits = &digits[digits.len().saturating_sub(width)..];
+        out[at..at + width].copy_from_slice(digits);
+        out[at + width] = then;
+        at += width + 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -453,14 +485,25 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
-        let t = time::Date::from_calendar_date(2026, time::Month::January, 2)
-            .unwrap()
-            .with_hms_micro(3, 4, 5, 6)
-            .unwrap()
-            .assume_utc();
+        let at = |text: &str| {
+            let t =
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .unwrap();
+            Duration::from_nanos(u64::try_from(t.unix_timestamp_nanos()).unwrap())
+        };
         let mut out = String::new();
-        write_timestamp(&mut out, t).unwrap();
-        assert_eq!(out, "2026-01-02T03:04:05.000006Z");
+        // Within one second the thread's prefix is reused; the next second makes a new one.
+        for text in [
+            "2026-01-02T03:04:05.000006Z",
+            "2026-01-02T03:04:05.999999Z",
+            "2026-01-02T03:04:06.000000Z",
+            "1999-12-31T23:59:59.123456Z",
+            "2026-01-02T03:04:05.500000Z",
+        ] {
+            out.clear();
+            write_timestamp(&mut out, at(text)).unwrap();
+            assert_eq!(out, text);
+        }
     }
 
     #[derive(Clone, Default)]
@@ -490,7 +533,7 @@ mod tests {
             .unwrap();
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(n = 3, ok = true, ratio = 0.5, text = "a \"b\"", "outside");
-            let scope = scope::RequestScope::new("req-1".into(), "GET", "/users/me".into());
+            let scope = scope::RequestScope::new("req-1", "GET", "/users/me".into());
             runtime.block_on(scope::in_request(scope, async {
                 tracing::warn!("before auth");
                 scope::record_clerk_id("user_1");
