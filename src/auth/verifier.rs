@@ -19,11 +19,11 @@ use crate::metrics::Metrics;
 pub struct Verifier {
     pub keys: KeyStore,
     pub policy: Policy,
-    /// Tokens that passed every check, by SHA-256 of (key set generation, token). A hit skips the
-    /// RSA verification; an entry serves until the token's `exp` plus the skew (checked on every
-    /// read), and a new key set (a new generation) misses every entry. `quick_cache`: a hit is a
-    /// shard's read lock, with no bookkeeping queued for later.
-    cache: Option<Arc<quick_cache::sync::Cache<[u8; 32], Verified>>>,
+    /// Tokens that passed every check, by (key set generation, SHA-256 of the token). A hit skips
+    /// the RSA verification; an entry serves until the token's `exp` plus the skew (checked on
+    /// every read), and a new key set (a new generation) misses every entry. `quick_cache`: a hit
+    /// is a shard's read lock, with no bookkeeping queued for later.
+    cache: Option<Arc<quick_cache::sync::Cache<CacheKey, Verified>>>,
     metrics: Metrics,
 }
 
@@ -34,13 +34,15 @@ struct Verified {
     until: Instant,
 }
 
-fn cache_key(generation: u64, raw: &str) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(&generation.to_le_bytes());
-    ctx.update(raw.as_bytes());
+/// (key set generation, SHA-256 of the token). The generation beside the digest rather than hashed
+/// into it: a one-shot SHA-256, which needs no digest context (aws-lc allocates one for each).
+type CacheKey = (u64, [u8; 32]);
+
+fn cache_key(generation: u64, raw: &str) -> CacheKey {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, raw.as_bytes());
     let mut key = [0u8; 32];
-    key.copy_from_slice(ctx.finish().as_ref());
-    key
+    key.copy_from_slice(digest.as_ref());
+    (generation, key)
 }
 
 fn now() -> f64 {
