@@ -1,6 +1,6 @@
 //! The outermost layer of every request: the request id, the request scope every log line of
-//! the request carries (`telemetry::RequestScope`), the body and time limits, the metrics, and the
-//! last conversion of any error into problem+json. Nothing leaves the service without passing here.
+//! the request carries (`telemetry::RequestScope`), the app state in the request's data, the body
+//! and time limits, the metrics, and the last conversion of any error into problem+json. Nothing leaves the service without passing here.
 
 use std::{
     future::Future,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{auth::Verifier, db::Database, metrics::Metrics, users::Users, webhooks::SvixVerifier};
 
-/// One shared instance: poem's `data` copies it into every request, and a copy of the fields
+/// One shared instance: the request context copies it into every request, and a copy of the fields
 /// themselves (a dozen reference counts and the token policy's strings) showed up on the hot path.
 #[derive(Clone)]
 pub struct AppState(Arc<State>);
