@@ -1,6 +1,7 @@
 //! The outermost layer of every request: the request id, the request scope every log line of
 //! the request carries (`telemetry::RequestScope`), the app state in the request's data, the body
-//! and time limits, the metrics, and the last conversion of any error into problem+json. Nothing leaves the service without passing here.
+//! and time limits, the metrics, and the last conversion of any error into problem+json. Nothing
+//! leaves the service without passing here.
 
 use std::{
     future::Future,
@@ -34,8 +35,8 @@ pub fn valid_request_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-/// A fresh UUIDv7, as 32 hex digits written into `buf`. The random part comes from a per-thread generator seeded once
-/// from the system's randomness: uuid's own `now_v7` asks the kernel on every id, a system call on
+/// A fresh UUIDv7, as 32 hex digits written into `buf`. The random part comes from a per-thread
+/// generator seeded once from the system's randomness: uuid's own `now_v7` asks the kernel on every id, a system call on
 /// the hot path, and a request id must be unique, not secret.
 fn new_request_id(buf: &mut [u8; 32]) -> &str {
     use std::cell::Cell;
@@ -268,6 +269,8 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
         let scope = RequestScope::new(request_id, req.method().as_str(), uri.path().to_owned());
         // Reading a chunked body counts against the request's time too.
         let work = async move {
+            // `limit_body`'s two steps, inline: awaiting it would move the request through its
+            // future too (tried: 457 more instructions a request, 0.7%, benches/load/instructions).
             let req = match has_unread_body(&req, self.body_limit) {
                 Ok(false) => req,
                 Ok(true) => match read_body_within(req, self.body_limit).await {
