@@ -1,8 +1,8 @@
 //! Process-wide counters and the latency histogram, rendered in Prometheus' text format (the
 //! README's "Metrics" lists the families). What every request counts (its route and status, cache
 //! hits and misses, accepted tokens, the latency histogram) is an atomic add in a fixed table, the
-//! calling thread's copy of it; only the rare outcomes (key fetches, Backend API calls, rejected tokens) take a short lock. Labels
-//! are `&'static str`, so nothing here allocates per request.
+//! calling thread's copy of it; only the rare outcomes (key fetches, Backend API calls, rejected
+//! tokens) take a short lock. Labels are `&'static str`, so nothing here allocates per request.
 
 use std::{
     collections::BTreeMap,

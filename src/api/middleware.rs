@@ -36,8 +36,8 @@ pub fn valid_request_id(v: &str) -> bool {
 }
 
 /// A fresh UUIDv7, as 32 hex digits written into `buf`. The random part comes from a per-thread
-/// generator seeded once from the system's randomness: uuid's own `now_v7` asks the kernel on every id, a system call on
-/// the hot path, and a request id must be unique, not secret.
+/// generator seeded once from the system's randomness: uuid's own `now_v7` asks the kernel on
+/// every id, a system call on the hot path, and a request id must be unique, not secret.
 fn new_request_id(buf: &mut [u8; 32]) -> &str {
     use std::cell::Cell;
     thread_local! {

@@ -19,9 +19,9 @@
 //! sent just before the outage may have been lost.
 //!
 //! The map is `quick_cache`'s (sharded; its eviction, a Clock-PRO variant, keeps entries read
-//! again over one-off ones): a hit is a shard's read lock and a clone of an `Arc`. Expiry is the entry's own `read_at`, checked on
-//! every read, so nothing runs in the background and an expired entry only waits to be evicted or
-//! replaced.
+//! again over one-off ones): a hit is a shard's read lock and a clone of an `Arc`. Expiry is the
+//! entry's own `read_at`, checked on every read, so nothing runs in the background and an expired
+//! entry only waits to be evicted or replaced.
 
 use std::{
     sync::{
